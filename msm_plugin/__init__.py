@@ -1,0 +1,34 @@
+"""msm-plugin: Motion Score Matching for DMD video distillation, without forking the trainer."""
+
+from importlib import metadata as _metadata
+
+from msm_plugin.losses import MSMLoss, MSMTerm, msm_loss
+from msm_plugin.motion import motion_score
+from msm_plugin.registry import (
+    ENTRY_POINT_GROUP,
+    LossContext,
+    available_losses,
+    compose,
+    get_loss,
+    register_loss,
+)
+
+try:
+    __version__ = _metadata.version("msm-plugin")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = sorted(
+    [
+        "ENTRY_POINT_GROUP",
+        "LossContext",
+        "MSMLoss",
+        "MSMTerm",
+        "available_losses",
+        "compose",
+        "get_loss",
+        "motion_score",
+        "msm_loss",
+        "register_loss",
+    ]
+)

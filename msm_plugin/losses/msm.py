@@ -1,0 +1,363 @@
+"""Motion Score Matching (MSM): match the temporal differences of the teacher's and critic's outputs.
+
+The paper's eq. 11-12: the DMD gradient with both scores replaced by their motion scores
+``D(s)`` (eq. 10), added to DMD with weight ``lam``. Everything MSM needs (the generator output
+and both x0 predictions) is already computed by the host's DMD step, so MSM adds no network call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from msm_plugin.motion import motion_score, pair_mask, shared_timestep_mask
+
+__all__ = ["MSMLoss", "MSMTerm", "msm_loss"]
+
+logger = logging.getLogger("msm_plugin")
+
+NORMALIZATIONS = ("motion", "dmd", "none")
+TIMESTEP_POLICIES = ("strict", "pairs")
+
+
+def _check_options(normalization: str, order: int, timestep_policy: str) -> None:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"`normalization` should be one of {NORMALIZATIONS}, got {normalization!r}")
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise ValueError(f"`order` should be a positive integer (1: velocity, 2: acceleration), got {order!r}")
+    if timestep_policy not in TIMESTEP_POLICIES:
+        raise ValueError(f"`timestep_policy` should be one of {TIMESTEP_POLICIES}, got {timestep_policy!r}")
+
+
+def _check_lam(lam: Any) -> float:
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+        raise TypeError(f"`lam` should be a real number, got {type(lam).__name__} {lam!r}")
+    if not math.isfinite(lam) or lam < 0:
+        raise ValueError(f"`lam` should be finite and >= 0, got {lam}")
+    return float(lam)
+
+
+def _check_inputs(generated: Tensor, pred_real: Tensor, pred_fake: Tensor, timestep: Optional[Tensor], order: int) -> None:
+    for name, t in (("generated", generated), ("pred_real", pred_real), ("pred_fake", pred_fake)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"expected `{name}` to be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 5 or t.shape[1] < order + 1:
+            raise ValueError(
+                f"expected `{name}` to be a video tensor [B, F, C, H, W] with F >= {order + 1}, "
+                f"got shape {tuple(t.shape)}"
+            )
+        if not t.is_floating_point():
+            raise TypeError(f"expected `{name}` to be a floating-point tensor, got {t.dtype}")
+    if pred_real.shape != generated.shape or pred_fake.shape != generated.shape:
+        raise ValueError(
+            "expected `generated`, `pred_real` and `pred_fake` to have one shape, got "
+            f"{tuple(generated.shape)}, {tuple(pred_real.shape)} and {tuple(pred_fake.shape)}"
+        )
+    if timestep is not None and (not isinstance(timestep, Tensor) or tuple(timestep.shape) != tuple(generated.shape[:2])):
+        got = tuple(timestep.shape) if isinstance(timestep, Tensor) else type(timestep).__name__
+        raise ValueError(f"expected `timestep` of shape [B, F] = {tuple(generated.shape[:2])}, got {got}")
+
+
+def _check_uniform_timestep(timestep: Tensor) -> None:
+    differs = (timestep != timestep[:, :1]).any(dim=1)
+    if differs.any():
+        b = int(differs.nonzero()[0, 0])
+        f = int((timestep[b] != timestep[b, 0]).nonzero()[0, 0])
+        raise ValueError(
+            f"sample {b} has timesteps that differ across frames ({timestep[b, 0].item()} at frame 0, "
+            f"{timestep[b, f].item()} at frame {f}); the motion score is only meaningful at one noise "
+            "level (paper sec. 6.2). Use a teacher that shares one timestep across frames "
+            "(real_task_type: bidirectional_video) or timestep_policy='pairs' to count only frame "
+            "pairs that share a timestep"
+        )
+
+
+def _per_frame(feature: Optional[Callable[[Tensor], Tensor]], y: Tensor) -> Tensor:
+    """Apply ``feature`` to every frame (``[B*F, C, H, W] -> [B*F, ...]``), identity when None."""
+    if feature is None:
+        return y
+    b = y.shape[0]
+    out = feature(rearrange(y, "b f c h w -> (b f) c h w"))
+    if not isinstance(out, Tensor) or out.shape[0] != y.shape[0] * y.shape[1]:
+        raise ValueError(
+            f"`feature` must map frames [N, C, H, W] to a tensor [N, ...] with N = B*F = {y.shape[0] * y.shape[1]}, "
+            f"got {tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"
+        )
+    return out.reshape(b, y.shape[1], *out.shape[1:])
+
+
+def _frame_level(mask: Tensor, generated: Tensor, feature_dims: Optional[int]) -> Tensor:
+    """The gradient mask in a shape that broadcasts against the (feature) motion tensor."""
+    if mask.shape == generated.shape:
+        if feature_dims is None:
+            return mask.bool()
+        mask = mask.flatten(2).all(dim=2)  # a frame counts under a feature map only if all of it does
+    elif tuple(mask.shape) != tuple(generated.shape[:2]):
+        raise ValueError(
+            f"expected `gradient_mask` of shape [B, F, C, H, W] = {tuple(generated.shape)} or [B, F] = "
+            f"{tuple(generated.shape[:2])}, got {tuple(mask.shape)}"
+        )
+    trailing = (generated.dim() - 2) if feature_dims is None else feature_dims
+    return mask.bool().reshape(*mask.shape[:2], *([1] * trailing))
+
+
+@dataclass
+class MSMTerms:
+    """The pieces of one MSM evaluation (shared by the function, the module and the registry term)."""
+
+    loss: Tensor  # float64 scalar, unweighted
+    grad: Tensor  # g, float64 [B, F - order, ...], zero where not counted
+    motion_generated: Tensor  # D f(generated), float64, detached
+    counted: Optional[Tensor]  # bool mask broadcastable to grad, None when every entry counts
+    num_counted: int
+    num_total: int
+
+
+def msm_terms(
+    generated: Tensor,
+    pred_real: Tensor,
+    pred_fake: Tensor,
+    *,
+    timestep: Optional[Tensor] = None,
+    normalization: str = "motion",
+    gradient_mask: Optional[Tensor] = None,
+    order: int = 1,
+    feature: Optional[Callable[[Tensor], Tensor]] = None,
+    timestep_policy: str = "strict",
+) -> MSMTerms:
+    """Evaluate MSM and keep its intermediate tensors (see :func:`msm_loss` for the maths)."""
+    _check_options(normalization, order, timestep_policy)
+    _check_inputs(generated, pred_real, pred_fake, timestep, order)
+    if timestep is not None and timestep_policy == "strict":
+        _check_uniform_timestep(timestep)
+
+    # Cast before differencing: in bf16 the small inter-frame differences would round away.
+    fx = _per_frame(feature, generated).double()
+    dx = motion_score(fx, order=order)
+    feature_dims = None if feature is None else fx.dim() - 2
+    with torch.no_grad():
+        fr = _per_frame(feature, pred_real.detach()).double()
+        ff = _per_frame(feature, pred_fake.detach()).double()
+        counted = None
+        if gradient_mask is not None:
+            counted = pair_mask(_frame_level(gradient_mask, generated, feature_dims), order=order)
+        if timestep is not None and timestep_policy == "pairs":
+            shared = shared_timestep_mask(timestep, order=order).reshape(*dx.shape[:2], *([1] * (dx.dim() - 2)))
+            counted = shared if counted is None else counted & shared
+        weights = None if counted is None else counted.to(dx.dtype).expand_as(dx)
+        per_sample = weights.flatten(1).sum(1) if weights is not None else torch.full((dx.shape[0],), float(dx[0].numel()), dtype=dx.dtype, device=dx.device)
+        num_counted = int(per_sample.sum().item()) if weights is not None else dx.numel()
+
+        # D f(pred_fake) - D f(pred_real) = D (f(pred_fake) - f(pred_real)): one difference, not two.
+        delta = motion_score(ff - fr, order=order)
+        if normalization == "motion":
+            gap = (dx.detach() - motion_score(fr, order=order)).abs()
+            gap = gap if weights is None else gap * weights
+            normalizer = gap.flatten(1).sum(1) / per_sample.clamp(min=1)
+        elif normalization == "dmd":
+            normalizer = (generated.detach().double() - pred_real.detach().double()).abs().flatten(1).mean(1)
+        else:
+            normalizer = torch.ones(dx.shape[0], dtype=dx.dtype, device=dx.device)
+        g = torch.nan_to_num(delta / normalizer.reshape(-1, *([1] * (dx.dim() - 1))))
+        if weights is not None:
+            g = g * weights
+
+    if num_counted == 0:
+        logger.warning(
+            "MSM counted 0 of %d motion entries (gradient_mask / timestep_policy=%r): the MSM term is 0 for this batch",
+            dx.numel(), timestep_policy,
+        )
+        loss = (dx * 0).sum()
+    else:
+        residual = dx - (dx - g).detach()
+        sq = residual**2 if weights is None else residual**2 * weights
+        loss = 0.5 * sq.sum() / num_counted
+    return MSMTerms(loss=loss, grad=g, motion_generated=dx.detach(), counted=counted, num_counted=num_counted, num_total=dx.numel())
+
+
+def msm_loss(
+    generated: Tensor,
+    pred_real: Tensor,
+    pred_fake: Tensor,
+    *,
+    timestep: Optional[Tensor] = None,
+    normalization: str = "motion",
+    gradient_mask: Optional[Tensor] = None,
+    order: int = 1,
+    feature: Optional[Callable[[Tensor], Tensor]] = None,
+    timestep_policy: str = "strict",
+) -> Tensor:
+    r"""Motion Score Matching loss (paper eq. 11), whose gradient is the MSM gradient.
+
+    With :math:`D` the motion score (eq. 10, ``order`` times) and :math:`f` a per-frame feature
+    map (eq. 13; identity when ``feature`` is None):
+
+    .. math::
+        g = \mathrm{nan\_to\_num}\Big(\frac{D f(\hat x_{fake}) - D f(\hat x_{real})}{n}\Big), \qquad
+        \mathcal{L} = \tfrac12\,\mathrm{mean}\big(D f(x) - \mathrm{sg}[D f(x) - g]\big)^2,
+
+    so that :math:`\partial\mathcal{L}/\partial x = J_f^\top D^\top g / N` (``N`` motion entries
+    counted). ``n`` is per sample, over all non-batch dims: ``"motion"``: mean
+    :math:`|D f(x) - D f(\hat x_{real})|`; ``"dmd"``: mean :math:`|x - \hat x_{real}|` (the host's
+    DMD normaliser); ``"none"``: 1. Computed in float64 like the hosts' DMD loss.
+
+    Args:
+        generated: generator output ``[B, F, C, H, W]`` (gradients flow into it).
+        pred_real: teacher x0 prediction (after CFG) ``[B, F, C, H, W]``; detached here.
+        pred_fake: critic x0 prediction ``[B, F, C, H, W]``; detached here.
+        timestep: score timestep ``[B, F]`` or None.
+        normalization: ``"motion"``, ``"dmd"`` or ``"none"``.
+        gradient_mask: boolean ``[B, F, C, H, W]`` or ``[B, F]``; a motion entry counts only
+            where all the frames it reads are unmasked.
+        order: 1 (velocity, eq. 10) or higher (2: acceleration).
+        feature: callable applied per frame, ``[N, C, H, W] -> [N, ...]`` (sec. 6.1).
+        timestep_policy: ``"strict"`` raises when a sample's timesteps differ across frames;
+            ``"pairs"`` counts only entries whose frames share a timestep (0 when none does).
+
+    Returns:
+        float64 scalar tensor.
+
+    Example:
+        >>> import torch
+        >>> x = torch.zeros(1, 3, 1, 1, 1, requires_grad=True)
+        >>> pred_real = torch.tensor([0.0, 1.0, 2.0]).reshape(1, 3, 1, 1, 1)  # teacher: moving
+        >>> pred_fake = torch.zeros(1, 3, 1, 1, 1)                          # critic: static
+        >>> loss = msm_loss(x, pred_real, pred_fake, normalization="none")
+        >>> loss.item()  # g = D(fake) - D(real) = [-1, -1]: 0.5 * mean(g**2)
+        0.5
+        >>> loss.backward(); x.grad.flatten().tolist()  # D^T g / N: pulls the frames apart
+        [0.5, 0.0, -0.5]
+    """
+    return msm_terms(
+        generated, pred_real, pred_fake, timestep=timestep, normalization=normalization,
+        gradient_mask=gradient_mask, order=order, feature=feature, timestep_policy=timestep_policy,
+    ).loss
+
+
+class MSMLoss(nn.Module):
+    """Module form of :func:`msm_loss` weighted by ``lam``: returns ``lam * msm_loss(...)``.
+
+    Args:
+        lam: weight of MSM next to DMD (eq. 12), finite and >= 0.
+        normalization, order, feature, timestep_policy: as in :func:`msm_loss`.
+
+    Example:
+        >>> import torch
+        >>> x = torch.zeros(1, 3, 1, 1, 1, requires_grad=True)
+        >>> real = torch.tensor([0.0, 1.0, 2.0]).reshape(1, 3, 1, 1, 1)
+        >>> MSMLoss(lam=2.0, normalization="none")(x, real, torch.zeros_like(real)).item()
+        1.0
+    """
+
+    def __init__(
+        self,
+        lam: float = 1.0,
+        *,
+        normalization: str = "motion",
+        order: int = 1,
+        feature: Optional[Callable[[Tensor], Tensor]] = None,
+        timestep_policy: str = "strict",
+    ) -> None:
+        super().__init__()
+        self.lam = _check_lam(lam)
+        _check_options(normalization, order, timestep_policy)
+        if feature is not None and not callable(feature):
+            raise TypeError(f"`feature` should be a callable applied per frame or None, got {type(feature).__name__}")
+        self.normalization = normalization
+        self.order = order
+        self.feature = feature
+        self.timestep_policy = timestep_policy
+
+    def options(self) -> Dict[str, Any]:
+        return dict(normalization=self.normalization, order=self.order, feature=self.feature, timestep_policy=self.timestep_policy)
+
+    def forward(
+        self,
+        generated: Tensor,
+        pred_real: Tensor,
+        pred_fake: Tensor,
+        timestep: Optional[Tensor] = None,
+        gradient_mask: Optional[Tensor] = None,
+    ) -> Tensor:
+        return self.lam * msm_loss(generated, pred_real, pred_fake, timestep=timestep, gradient_mask=gradient_mask, **self.options())
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam}, normalization={self.normalization!r}, order={self.order}, timestep_policy={self.timestep_policy!r}"
+
+
+def _mean_abs_per_pair(d: Tensor) -> Tensor:
+    """``[F - order]`` mean |D| over batch and every non-frame dim."""
+    return rearrange(d.abs(), "b f ... -> f b (...)").flatten(1).mean(1)
+
+
+class MSMTerm:
+    """The ``msm`` extra loss for the registry: MSM on what the host already computed.
+
+    ``weight`` is ``lam``; calling it returns the unweighted loss and the logs ``msm_loss``,
+    ``msm_lambda``, ``msm_gradient_norm`` (mean |g| over counted entries, like the host's
+    ``dmdtrain_gradient_norm``), ``msm_pairs_counted`` (share of motion entries counted) and the
+    "buried motion" diagnostics: mean |D| of the generated video, ``pred_real`` and ``pred_fake``,
+    overall (``msm_motion_<which>``) and per frame pair (``msm_motion_pair/<which>_<kk>``).
+
+    Example:
+        >>> import torch
+        >>> from msm_plugin.registry import LossContext
+        >>> x = torch.zeros(1, 3, 1, 1, 1, requires_grad=True)
+        >>> real = torch.tensor([0.0, 1.0, 2.0]).reshape(1, 3, 1, 1, 1)
+        >>> loss, logs = MSMTerm(lam=0.5, normalization="none")(LossContext(x, real, torch.zeros_like(real)))
+        >>> loss.item(), logs["msm_lambda"], float(logs["msm_motion_pred_real"])
+        (0.5, 0.5, 1.0)
+    """
+
+    name = "msm"
+
+    def __init__(
+        self,
+        lam: float = 1.0,
+        normalization: str = "motion",
+        order: int = 1,
+        timestep_policy: str = "strict",
+        per_pair_logs: bool = True,
+        feature: Optional[Callable[[Tensor], Tensor]] = None,
+    ) -> None:
+        if not isinstance(per_pair_logs, bool):
+            raise TypeError(f"`per_pair_logs` should be a bool, got {type(per_pair_logs).__name__} {per_pair_logs!r}")
+        self.module = MSMLoss(lam, normalization=normalization, order=order, feature=feature, timestep_policy=timestep_policy)
+        self.per_pair_logs = per_pair_logs
+
+    @property
+    def weight(self) -> float:
+        return self.module.lam
+
+    def __call__(self, ctx: Any) -> Tuple[Tensor, Dict[str, Any]]:
+        m = self.module
+        terms = msm_terms(ctx.generated, ctx.pred_real, ctx.pred_fake, timestep=ctx.timestep, gradient_mask=ctx.gradient_mask, **m.options())
+        with torch.no_grad():
+            grad_norm = terms.grad.abs().sum() / max(terms.num_counted, 1)
+            motion = {
+                "generated": terms.motion_generated,
+                "pred_real": motion_score(_per_frame(m.feature, ctx.pred_real.detach()).double(), order=m.order),
+                "pred_fake": motion_score(_per_frame(m.feature, ctx.pred_fake.detach()).double(), order=m.order),
+            }
+            logs: Dict[str, Any] = {
+                "msm_loss": terms.loss.detach(),
+                "msm_lambda": m.lam,
+                "msm_gradient_norm": grad_norm,
+                "msm_pairs_counted": terms.num_counted / terms.num_total,
+            }
+            for which, d in motion.items():
+                per_pair = _mean_abs_per_pair(d)
+                logs[f"msm_motion_{which}"] = per_pair.mean()
+                if self.per_pair_logs:
+                    for k, v in enumerate(per_pair):
+                        logs[f"msm_motion_pair/{which}_{k:02d}"] = v
+        return terms.loss, logs
+
+    def __repr__(self) -> str:
+        return f"MSMTerm({self.module.extra_repr()})"

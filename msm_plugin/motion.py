@@ -1,0 +1,112 @@
+"""Temporal difference operators: the motion score of the paper (eq. 10) and its masks.
+
+A video tensor here is ``[B, F, C, H, W]`` as in every host (CausVid, Self-Forcing): frames on dim 1.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["motion_score", "pair_mask", "shared_timestep_mask"]
+
+
+def _check_order(order: int) -> None:
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise ValueError(f"`order` should be a positive integer (1: velocity, 2: acceleration), got {order!r}")
+
+
+def motion_score(y: Tensor, *, order: int = 1, dim: int = 1) -> Tensor:
+    r"""Temporal difference of ``y`` along the frame axis, the paper's motion score (eq. 10).
+
+    .. math::
+        D(y) = y_{[2:F]} - y_{[1:F-1]}, \qquad D^{k}(y) = D(D^{k-1}(y))
+
+    ``order=1`` is eq. 10 (velocity); ``order=2`` the second difference (acceleration),
+    ``y[f+2] - 2 y[f+1] + y[f]``. Applied to a score model's *output*, never to its input.
+
+    Args:
+        y: tensor with frames on ``dim``, e.g. ``[B, F, C, H, W]``.
+        order: number of times the difference is applied.
+        dim: the frame axis.
+
+    Returns:
+        Tensor of the same shape except ``F - order`` frames.
+
+    Example:
+        >>> import torch
+        >>> y = torch.tensor([[0.0, 1.0, 3.0, 6.0]])
+        >>> motion_score(y)
+        tensor([[1., 2., 3.]])
+        >>> motion_score(y, order=2)
+        tensor([[1., 1.]])
+    """
+    _check_order(order)
+    if not isinstance(y, Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(y).__name__}")
+    if y.dim() == 0:
+        raise ValueError("expected a tensor with a frame axis, got a 0-d tensor")
+    frames = y.shape[dim]
+    if frames <= order:
+        raise ValueError(
+            f"an order-{order} motion score needs more than {order} frames on dim {dim}, "
+            f"got shape {tuple(y.shape)}"
+        )
+    for _ in range(order):
+        y = y.narrow(dim, 1, y.shape[dim] - 1) - y.narrow(dim, 0, y.shape[dim] - 1)
+    return y
+
+
+def pair_mask(frame_mask: Tensor, *, order: int = 1) -> Tensor:
+    """Which entries of an order-``order`` motion score are valid, given which frames are.
+
+    A difference of order k at index f reads frames ``f .. f+k``; it counts only where all of
+    them count (for order 1: a pair counts when both of its frames do).
+
+    Args:
+        frame_mask: boolean tensor with frames on dim 1, ``[B, F]`` or ``[B, F, C, H, W]``.
+        order: the order of the motion score.
+
+    Returns:
+        Boolean tensor ``[B, F - order, ...]``.
+
+    Example:
+        >>> import torch
+        >>> pair_mask(torch.tensor([[False, True, True, True]]))
+        tensor([[False,  True,  True]])
+        >>> pair_mask(torch.tensor([[True, True, False, True, True]]), order=2)
+        tensor([[False, False, False]])
+    """
+    _check_order(order)
+    m = frame_mask.bool()
+    for _ in range(order):
+        m = m[:, 1:] & m[:, :-1]
+    return m
+
+
+def shared_timestep_mask(timestep: Tensor, *, order: int = 1) -> Tensor:
+    """Which motion-score entries read frames that all share one diffusion timestep.
+
+    The motion score is only meaningful at one noise level (sec. 6.2), so under a causal
+    teacher (one timestep per block of frames) only the pairs inside a block qualify.
+
+    Args:
+        timestep: ``[B, F]`` timesteps.
+        order: the order of the motion score.
+
+    Returns:
+        Boolean tensor ``[B, F - order]``.
+
+    Example:
+        >>> import torch
+        >>> shared_timestep_mask(torch.tensor([[900, 900, 900, 500, 500, 500]]))
+        tensor([[ True,  True, False,  True,  True]])
+    """
+    _check_order(order)
+    same = timestep[:, 1:] == timestep[:, :-1]
+    # An order-k entry at f reads frames f..f+k, i.e. the k adjacent pairs f..f+k-1.
+    for _ in range(order - 1):
+        same = same[:, 1:] & same[:, :-1]
+    return same
