@@ -84,7 +84,7 @@ def _per_frame(feature: Optional[Callable[[Tensor], Tensor]], y: Tensor) -> Tens
         return y
     b = y.shape[0]
     out = feature(rearrange(y, "b f c h w -> (b f) c h w"))
-    if not isinstance(out, Tensor) or out.shape[0] != y.shape[0] * y.shape[1]:
+    if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != y.shape[0] * y.shape[1]:
         raise ValueError(
             f"`feature` must map frames [N, C, H, W] to a tensor [N, ...] with N = B*F = {y.shape[0] * y.shape[1]}, "
             f"got {tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"

@@ -1,0 +1,210 @@
+import sys
+from importlib import metadata
+
+import pytest
+import torch
+
+from msm_plugin import registry
+from msm_plugin.losses.msm import MSMTerm
+from msm_plugin.registry import (
+    DuplicateLossError,
+    LossContext,
+    LossPluginError,
+    UnknownLossError,
+    available_losses,
+    compose,
+    get_loss,
+    load_entry_points,
+    register_loss,
+)
+
+
+class FakeDist:
+    def __init__(self, name):
+        self.name = name
+
+
+class FakeEntryPoint:
+    """Stands in for importlib.metadata.EntryPoint (as pluggy's tests do), without installing."""
+
+    def __init__(self, name, value, dist, target=None, error=None):
+        self.name, self.value, self.dist = name, value, FakeDist(dist)
+        self._target, self._error = target, error
+        self.loads = 0
+
+    def load(self):
+        self.loads += 1
+        if self._error is not None:
+            raise self._error
+        return self._target
+
+
+class Constant:
+    name, weight = "constant", 2.0
+
+    def __init__(self, value=1.5):
+        self.value = value
+
+    def __call__(self, ctx):
+        return ctx.generated.sum() * 0 + self.value, {"constant_value": self.value}
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """An empty registry whose entry points are the list this fixture returns."""
+    monkeypatch.setattr(registry, "_registry", registry._Registry())
+    eps = []
+    monkeypatch.setattr(registry, "_entry_points", lambda group: eps)
+    return eps
+
+
+def _ctx():
+    x = torch.randn(1, 3, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+    return LossContext(x, torch.randn(1, 3, 2, 2, 2, dtype=torch.float64), torch.randn(1, 3, 2, 2, 2, dtype=torch.float64))
+
+
+class TestRegisterLoss:
+    def test_register_and_get(self, fresh):
+        assert register_loss("constant")(Constant) is Constant
+        assert get_loss("constant") is Constant
+        assert available_losses() == ["constant"]
+
+    def test_same_factory_twice_is_idempotent(self, fresh):
+        register_loss("constant")(Constant)
+        register_loss("constant")(Constant)
+        assert available_losses() == ["constant"]
+
+    def test_duplicate_names_both(self, fresh):
+        register_loss("constant")(Constant)
+        with pytest.raises(DuplicateLossError, match=r"extra loss 'constant' from module .* is already registered by module tests"):
+            register_loss("constant")(MSMTerm)
+
+    @pytest.mark.parametrize("name", ["Upper", "with-dash", "", "1st", "a.b", 3, None])
+    def test_malformed_names(self, fresh, name):
+        with pytest.raises(ValueError, match=r"lower-case identifiers matching \[a-z\]\[a-z0-9_\]\*, got"):
+            register_loss(name)
+
+    def test_non_callable_factory(self, fresh):
+        with pytest.raises(TypeError, match="extra loss 'thing' from module .* must be a callable factory, got int"):
+            register_loss("thing")(3)
+
+    def test_unknown_name_lists_known(self, fresh):
+        register_loss("constant")(Constant)
+        with pytest.raises(UnknownLossError, match=r"unknown extra loss 'msn'; known losses: constant"):
+            get_loss("msn")
+
+    def test_unknown_name_when_empty(self, fresh):
+        with pytest.raises(UnknownLossError, match="known losses: none"):
+            get_loss("msm")
+
+    def test_non_string_name(self, fresh):
+        with pytest.raises(TypeError, match="an extra-loss name must be a string, got list"):
+            get_loss(["msm"])
+
+    def test_dotted_path_is_never_imported(self, fresh):
+        sys.modules.pop("this_module_does_not_exist", None)
+        with pytest.raises(UnknownLossError, match="unknown extra loss 'json.decoder:JSONDecoder'"):
+            get_loss("json.decoder:JSONDecoder")
+        with pytest.raises(UnknownLossError):
+            get_loss("this_module_does_not_exist")
+        assert "this_module_does_not_exist" not in sys.modules
+
+
+class TestEntryPoints:
+    def test_loaded_once_and_counted(self, fresh):
+        ep = FakeEntryPoint("constant", "pkg.mod:Constant", "my-dist", target=Constant)
+        fresh.append(ep)
+        assert load_entry_points() == 1
+        assert load_entry_points() == 0
+        assert get_loss("constant") is Constant and ep.loads == 1
+        assert "distribution 'my-dist'" in registry._registry.origins["constant"]
+
+    def test_already_registered_same_object_is_skipped_in_count(self, fresh):
+        register_loss("constant")(Constant)
+        fresh.append(FakeEntryPoint("constant", "pkg.mod:Constant", "my-dist", target=Constant))
+        assert load_entry_points() == 0
+
+    def test_failing_plugin_names_itself_and_distribution(self, fresh):
+        fresh.append(FakeEntryPoint("broken", "broken_pkg.losses:Broken", "broken-dist", error=ImportError("No module named 'cupy'")))
+        with pytest.raises(LossPluginError, match=r"extra-loss plugin 'broken' \(broken_pkg.losses:Broken\) from distribution 'broken-dist' failed to load: ImportError: No module named 'cupy'"):
+            available_losses()
+
+    def test_two_distributions_claim_one_name(self, fresh):
+        fresh.append(FakeEntryPoint("motion", "a.mod:A", "dist-a", target=Constant))
+        fresh.append(FakeEntryPoint("motion", "b.mod:B", "dist-b", target=MSMTerm))
+        with pytest.raises(DuplicateLossError, match=r"extra loss 'motion' is declared twice: by entry point 'motion' = 'a.mod:A' of distribution 'dist-a' and by entry point 'motion' = 'b.mod:B' of distribution 'dist-b'"):
+            load_entry_points()
+
+    def test_plugin_clashing_with_local_registration(self, fresh):
+        register_loss("constant")(Constant)
+        fresh.append(FakeEntryPoint("constant", "other.mod:Other", "other-dist", target=MSMTerm))
+        with pytest.raises(DuplicateLossError, match=r"from entry point 'constant' = 'other.mod:Other' of distribution 'other-dist' is already registered by module tests"):
+            load_entry_points()
+
+    def test_malformed_entry_point_name(self, fresh):
+        fresh.append(FakeEntryPoint("Bad-Name", "x:y", "bad-dist", target=Constant))
+        with pytest.raises(ValueError, match=r"got 'Bad-Name' from entry point 'Bad-Name' = 'x:y' of distribution 'bad-dist'"):
+            load_entry_points()
+
+    def test_msm_comes_from_this_packages_entry_point(self):
+        eps = [ep for ep in metadata.entry_points(group=registry.ENTRY_POINT_GROUP) if ep.name == "msm"]
+        assert [ep.value for ep in eps] == ["msm_plugin.losses.msm:MSMTerm"]
+        assert get_loss("msm") is MSMTerm
+        assert "distribution 'msm-plugin'" in registry._registry.origins["msm"]
+
+
+class TestCompose:
+    def test_adds_weighted_terms_and_keeps_host_logs(self, fresh):
+        ctx = _ctx()
+        host = (ctx.generated**2).mean()
+        total, logs = compose(host, {"dmdtrain_gradient_norm": 0.3}, [Constant(1.5)], ctx)
+        assert total.item() == pytest.approx(host.item() + 2.0 * 1.5)
+        assert logs == {"dmdtrain_gradient_norm": 0.3, "constant_value": 1.5}
+
+    def test_gradient_is_host_plus_weighted_msm(self):
+        ctx = _ctx()
+        term = MSMTerm(lam=0.7)
+        host = (ctx.generated**2).mean()
+        total, _ = compose(host, {}, [term], ctx)
+        (g_total,) = torch.autograd.grad(total, ctx.generated)
+        expected = 2 * ctx.generated.detach() / ctx.generated.numel()
+        from msm_plugin import msm_loss
+
+        (g_msm,) = torch.autograd.grad(msm_loss(ctx.generated, ctx.pred_real, ctx.pred_fake), ctx.generated)
+        torch.testing.assert_close(g_total, expected + 0.7 * g_msm)
+
+    def test_log_key_clash(self, fresh):
+        with pytest.raises(ValueError, match=r"extra loss 'constant' logs keys that are already present: \['constant_value'\]"):
+            compose(torch.tensor(0.0), {"constant_value": 1}, [Constant()], _ctx())
+
+    def test_non_scalar_loss(self, fresh):
+        class Bad(Constant):
+            def __call__(self, ctx):
+                return ctx.generated, {}
+
+        with pytest.raises(TypeError, match="extra loss 'constant' must return a scalar tensor"):
+            compose(torch.tensor(0.0), {}, [Bad()], _ctx())
+
+
+class TestMSMTermLogs:
+    def test_logs_and_diagnostics_hand_computed(self):
+        x = torch.zeros(1, 3, 1, 1, 2, requires_grad=True)
+        real = torch.tensor([0.0, 1.0, 3.0]).reshape(1, 3, 1, 1, 1).expand(1, 3, 1, 1, 2)
+        fake = torch.zeros(1, 3, 1, 1, 2)
+        loss, logs = MSMTerm(lam=0.25, normalization="none")(LossContext(x, real, fake))
+        # D(real) = [1, 2] per pixel; g = D(fake) - D(real) = [-1, -2]
+        assert loss.item() == pytest.approx(0.5 * (1 + 4) / 2)
+        assert logs["msm_loss"].item() == loss.item() and logs["msm_lambda"] == 0.25
+        assert logs["msm_gradient_norm"].item() == pytest.approx(1.5)
+        assert logs["msm_pairs_counted"] == 1.0
+        assert float(logs["msm_motion_pred_real"]) == pytest.approx(1.5)
+        assert float(logs["msm_motion_pair/pred_real_00"]) == 1.0 and float(logs["msm_motion_pair/pred_real_01"]) == 2.0
+        assert float(logs["msm_motion_generated"]) == 0.0 and float(logs["msm_motion_pred_fake"]) == 0.0
+
+    def test_per_pair_logs_can_be_turned_off(self):
+        _, logs = MSMTerm(per_pair_logs=False)(_ctx())
+        assert not any(k.startswith("msm_motion_pair/") for k in logs)
+
+    def test_bad_per_pair_flag(self):
+        with pytest.raises(TypeError, match="`per_pair_logs` should be a bool, got str 'yes'"):
+            MSMTerm(per_pair_logs="yes")
