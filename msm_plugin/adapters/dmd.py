@@ -63,6 +63,13 @@ def check_dmd(dmd: Any) -> None:
             "expected a DMD object (CausVid's causvid.dmd.DMD or Self-Forcing's model.dmd.DMD) with "
             f"{', '.join(_REQUIRED)}; {type(dmd).__name__} lacks {', '.join(missing)}"
         )
+    # The wrapper finds the generator output and the mask by name, as both hosts call them.
+    params = inspect.signature(dmd.compute_distribution_matching_loss).parameters
+    if "image_or_video" not in params:
+        raise TypeError(
+            "expected compute_distribution_matching_loss to take an `image_or_video` parameter (the "
+            f"generator output) like CausVid and Self-Forcing, got parameters {list(params)}"
+        )
 
 
 def is_wrapped(dmd: Any) -> bool:
