@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["motion_score", "pair_mask", "shared_timestep_mask"]
+__all__ = ["motion_score", "motion_score_adjoint", "pair_mask", "shared_timestep_mask"]
 
 
 def _check_order(order: int) -> None:
@@ -57,6 +57,30 @@ def motion_score(y: Tensor, *, order: int = 1, dim: int = 1) -> Tensor:
     for _ in range(order):
         y = y.narrow(dim, 1, y.shape[dim] - 1) - y.narrow(dim, 0, y.shape[dim] - 1)
     return y
+
+
+def motion_score_adjoint(g: Tensor, *, order: int = 1, dim: int = 1) -> Tensor:
+    r"""The adjoint :math:`D^{\top}` of :func:`motion_score`: maps ``F - order`` frames back to ``F``.
+
+    ``<D y, g> = <y, D^T g>`` for all ``y``; the MSM gradient on the generated video is
+    ``D^T g / N``. For order 1, ``(D^T g)[f] = g[f - 1] - g[f]`` with ``g[-1] = g[F - 1] = 0``:
+    a temporal high-pass of ``g``.
+
+    Example:
+        >>> import torch
+        >>> motion_score_adjoint(torch.tensor([[1.0, 1.0]]))
+        tensor([[-1.,  0.,  1.]])
+    """
+    _check_order(order)
+    for _ in range(order):
+        frames = g.shape[dim]
+        shape = list(g.shape)
+        shape[dim] = frames + 1
+        out = g.new_zeros(shape)
+        out.narrow(dim, 0, frames).sub_(g)
+        out.narrow(dim, 1, frames).add_(g)
+        g = out
+    return g
 
 
 def pair_mask(frame_mask: Tensor, *, order: int = 1) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from msm_plugin.motion import motion_score, pair_mask, shared_timestep_mask
+from msm_plugin.motion import motion_score, motion_score_adjoint, pair_mask, shared_timestep_mask
 
 __all__ = ["MSMLoss", "MSMTerm", "msm_loss"]
 
@@ -107,13 +107,33 @@ def _frame_level(mask: Tensor, generated: Tensor, feature_dims: Optional[int]) -
     return mask.bool().reshape(*mask.shape[:2], *([1] * trailing))
 
 
+class _MotionMatch(torch.autograd.Function):
+    """``0.5 * sum(g**2) / N`` with gradient ``D^T g / N`` w.r.t. ``y`` (``g`` fixed).
+
+    Equal in value and gradient to ``0.5 * mean((D y - sg[D y - g])**2)``, the hosts' DMD
+    surrogate applied to motion, without materialising ``D y``, its target or the residual:
+    the backward pass is one adjoint difference of ``g``.
+    """
+
+    @staticmethod
+    def forward(ctx, y: Tensor, g: Tensor, order: int, count: int) -> Tensor:
+        ctx.save_for_backward(g)
+        ctx.order, ctx.count, ctx.y_dtype = order, count, y.dtype
+        return 0.5 * torch.sum(g * g) / count
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (g,) = ctx.saved_tensors
+        grad_y = motion_score_adjoint(g, order=ctx.order).mul_(grad_out / ctx.count)
+        return grad_y.to(ctx.y_dtype), None, None, None
+
+
 @dataclass
 class MSMTerms:
     """The pieces of one MSM evaluation (shared by the function, the module and the registry term)."""
 
     loss: Tensor  # float64 scalar, unweighted
     grad: Tensor  # g, float64 [B, F - order, ...], zero where not counted
-    motion_generated: Tensor  # D f(generated), float64, detached
     counted: Optional[Tensor]  # bool mask broadcastable to grad, None when every entry counts
     num_counted: int
     num_total: int
@@ -137,48 +157,46 @@ def msm_terms(
     if timestep is not None and timestep_policy == "strict":
         _check_uniform_timestep(timestep)
 
-    # Cast before differencing: in bf16 the small inter-frame differences would round away.
-    fx = _per_frame(feature, generated).double()
-    dx = motion_score(fx, order=order)
-    feature_dims = None if feature is None else fx.dim() - 2
+    fx = _per_frame(feature, generated)  # carries the generator's graph
     with torch.no_grad():
-        fr = _per_frame(feature, pred_real.detach()).double()
-        ff = _per_frame(feature, pred_fake.detach()).double()
+        fr = _per_frame(feature, pred_real.detach())
+        # Work in float64 copies: in bf16 the small inter-frame differences would round away.
+        # By linearity D f(fake) - D f(real) = D (f(fake) - f(real)): one difference, not two.
+        delta = motion_score(_per_frame(feature, pred_fake.detach()).to(torch.float64, copy=True).sub_(fr), order=order)
+        shape = delta.shape
         counted = None
         if gradient_mask is not None:
-            counted = pair_mask(_frame_level(gradient_mask, generated, feature_dims), order=order)
+            counted = pair_mask(_frame_level(gradient_mask, generated, None if feature is None else fx.dim() - 2), order=order)
         if timestep is not None and timestep_policy == "pairs":
-            shared = shared_timestep_mask(timestep, order=order).reshape(*dx.shape[:2], *([1] * (dx.dim() - 2)))
+            shared = shared_timestep_mask(timestep, order=order).reshape(*shape[:2], *([1] * (len(shape) - 2)))
             counted = shared if counted is None else counted & shared
-        weights = None if counted is None else counted.to(dx.dtype).expand_as(dx)
-        per_sample = weights.flatten(1).sum(1) if weights is not None else torch.full((dx.shape[0],), float(dx[0].numel()), dtype=dx.dtype, device=dx.device)
-        num_counted = int(per_sample.sum().item()) if weights is not None else dx.numel()
+        weights = None if counted is None else counted.to(torch.float64).expand(shape)
+        per_sample = weights.sum(dim=tuple(range(1, len(shape)))) if weights is not None else None
+        num_counted = int(per_sample.sum().item()) if weights is not None else delta.numel()
 
-        # D f(pred_fake) - D f(pred_real) = D (f(pred_fake) - f(pred_real)): one difference, not two.
-        delta = motion_score(ff - fr, order=order)
-        if normalization == "motion":
-            gap = (dx.detach() - motion_score(fr, order=order)).abs()
-            gap = gap if weights is None else gap * weights
-            normalizer = gap.flatten(1).sum(1) / per_sample.clamp(min=1)
-        elif normalization == "dmd":
-            normalizer = (generated.detach().double() - pred_real.detach().double()).abs().flatten(1).mean(1)
-        else:
-            normalizer = torch.ones(dx.shape[0], dtype=dx.dtype, device=dx.device)
-        g = torch.nan_to_num(delta / normalizer.reshape(-1, *([1] * (dx.dim() - 1))))
+        if normalization == "none":
+            normalizer = None
+        elif normalization == "dmd":  # the host's own: mean |x - pred_real| over (F, C, H, W)
+            normalizer = (generated.detach().to(torch.float64, copy=True).sub_(pred_real.detach())).abs_().flatten(1).mean(1)
+        else:  # mean |D f(x) - D f(real)| = mean |D (f(x) - f(real))| over the counted entries
+            gap = motion_score(fx.detach().to(torch.float64, copy=True).sub_(fr), order=order).abs_()
+            if weights is None:
+                normalizer = gap.flatten(1).mean(1)
+            else:
+                normalizer = gap.mul_(weights).flatten(1).sum(1) / per_sample.clamp(min=1)
+        g = delta
+        if normalizer is not None:
+            g = torch.nan_to_num_(g.div_(normalizer.reshape(-1, *([1] * (len(shape) - 1)))))
         if weights is not None:
-            g = g * weights
+            g = g.mul_(weights)
 
     if num_counted == 0:
         logger.warning(
             "MSM counted 0 of %d motion entries (gradient_mask / timestep_policy=%r): the MSM term is 0 for this batch",
-            dx.numel(), timestep_policy,
+            delta.numel(), timestep_policy,
         )
-        loss = (dx * 0).sum()
-    else:
-        residual = dx - (dx - g).detach()
-        sq = residual**2 if weights is None else residual**2 * weights
-        loss = 0.5 * sq.sum() / num_counted
-    return MSMTerms(loss=loss, grad=g, motion_generated=dx.detach(), counted=counted, num_counted=num_counted, num_total=dx.numel())
+    loss = _MotionMatch.apply(fx, g, order, max(num_counted, 1))
+    return MSMTerms(loss=loss, grad=g, counted=counted, num_counted=num_counted, num_total=delta.numel())
 
 
 def msm_loss(
@@ -293,7 +311,8 @@ class MSMLoss(nn.Module):
 
 def _mean_abs_per_pair(d: Tensor) -> Tensor:
     """``[F - order]`` mean |D| over batch and every non-frame dim."""
-    return rearrange(d.abs(), "b f ... -> f b (...)").flatten(1).mean(1)
+    per_pair = rearrange(d, "b f ... -> f (b ...)")
+    return torch.linalg.vector_norm(per_pair, ord=1, dim=1) / per_pair.shape[1]
 
 
 class MSMTerm:
@@ -338,21 +357,16 @@ class MSMTerm:
     def __call__(self, ctx: Any) -> Tuple[Tensor, Dict[str, Any]]:
         m = self.module
         terms = msm_terms(ctx.generated, ctx.pred_real, ctx.pred_fake, timestep=ctx.timestep, gradient_mask=ctx.gradient_mask, **m.options())
+        logs: Dict[str, Any] = {
+            "msm_loss": terms.loss.detach(),
+            "msm_lambda": m.lam,
+            "msm_gradient_norm": terms.grad.abs().sum() / max(terms.num_counted, 1),
+            "msm_pairs_counted": terms.num_counted / terms.num_total,
+        }
         with torch.no_grad():
-            grad_norm = terms.grad.abs().sum() / max(terms.num_counted, 1)
-            motion = {
-                "generated": terms.motion_generated,
-                "pred_real": motion_score(_per_frame(m.feature, ctx.pred_real.detach()).double(), order=m.order),
-                "pred_fake": motion_score(_per_frame(m.feature, ctx.pred_fake.detach()).double(), order=m.order),
-            }
-            logs: Dict[str, Any] = {
-                "msm_loss": terms.loss.detach(),
-                "msm_lambda": m.lam,
-                "msm_gradient_norm": grad_norm,
-                "msm_pairs_counted": terms.num_counted / terms.num_total,
-            }
-            for which, d in motion.items():
-                per_pair = _mean_abs_per_pair(d)
+            for which, video in (("generated", ctx.generated), ("pred_real", ctx.pred_real), ("pred_fake", ctx.pred_fake)):
+                # diagnostics only: float32 is exact enough and half the traffic of float64
+                per_pair = _mean_abs_per_pair(motion_score(_per_frame(m.feature, video.detach()).float(), order=m.order))
                 logs[f"msm_motion_{which}"] = per_pair.mean()
                 if self.per_pair_logs:
                     for k, v in enumerate(per_pair):
