@@ -39,6 +39,10 @@ EXTRA_LOSSES_KEY = "extra_losses"
 _NoneType = type(None)
 
 
+class _CodeOnly:
+    """Marks a parameter type a config cannot express (a callable, a tensor, ...)."""
+
+
 @dataclass(frozen=True)
 class ExtraLossConfig:
     """One validated entry of ``extra_losses``: the loss name and its options.
@@ -82,7 +86,7 @@ def _describe(value: Any) -> str:
 def _accepted_types(annotation: Any, default: Any) -> Optional[Tuple[type, ...]]:
     """Python types a config value may have for a factory parameter; None when anything goes.
 
-    An empty tuple means the parameter takes something a config cannot express (a callable).
+    ``_CodeOnly`` among them means the parameter takes something only code can pass (a callable).
     """
     if annotation is inspect.Parameter.empty:
         if default is inspect.Parameter.empty or default is None:
@@ -106,7 +110,7 @@ def _accepted_types(annotation: Any, default: Any) -> Optional[Tuple[type, ...]]
         return (dict,)
     if annotation is typing.Any:
         return None
-    return ()
+    return (_CodeOnly,)
 
 
 def _option_schema(factory: Callable[..., Any]) -> Tuple[Dict[str, Optional[Tuple[type, ...]]], bool]:
@@ -146,13 +150,13 @@ def _check_options(name: str, options: Mapping[str, Any]) -> None:
                 f"unknown option `{name}.{key}`{hint} Options of extra loss {name!r}: {', '.join(schema)}"
             )
         accepted = schema[key]
-        if accepted == ():
+        if accepted is not None and _CodeOnly in accepted and not _type_ok(value, accepted):
             raise TypeError(
                 f"option `{name}.{key}` takes a Python object that a config cannot express; "
                 f"pass it to wrap_trainer(..., {key}=...) in code instead"
             )
         if accepted is not None and not _type_ok(value, accepted):
-            expected = " or ".join("null" if t is _NoneType else t.__name__ for t in accepted)
+            expected = " or ".join("null" if t is _NoneType else t.__name__ for t in accepted if t is not _CodeOnly)
             raise TypeError(f"option `{name}.{key}` should be {expected}, got {_describe(value)}")
     lam = options.get("lam")
     if isinstance(lam, (int, float)) and not isinstance(lam, bool) and not (math.isfinite(lam) and lam >= 0):

@@ -1,0 +1,108 @@
+"""extra_losses validation: every error message, dicts and OmegaConf, no code import."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from msm_plugin.config import ExtraLossConfig, build_extra_losses, config_mapping, parse_extra_losses
+from msm_plugin.registry import UnknownLossError
+
+
+@pytest.mark.parametrize("wrap", [dict, OmegaConf.create], ids=["dict", "omegaconf"])
+def test_valid_config(wrap):
+    config = wrap({"lr": 1e-3, "extra_losses": ["msm"],
+                   "msm": {"lam": 0.5, "normalization": "motion", "order": 1, "timestep_policy": "strict"}})
+    specs = parse_extra_losses(config)
+    assert specs == [ExtraLossConfig("msm", {"lam": 0.5, "normalization": "motion", "order": 1, "timestep_policy": "strict"})]
+    (loss,) = build_extra_losses(config)
+    assert loss.name == "msm" and loss.weight == 0.5
+
+
+def test_no_extra_losses_gives_none():
+    assert parse_extra_losses({"lr": 1.0}) == [] and parse_extra_losses(None) == []
+    assert parse_extra_losses({"extra_losses": None}) == []
+
+
+def test_integer_lam_is_accepted_and_section_may_be_empty():
+    assert parse_extra_losses({"extra_losses": ["msm"], "msm": {"lam": 1}})[0].options == {"lam": 1}
+    assert parse_extra_losses({"extra_losses": ["msm"], "msm": None})[0].options == {}
+
+
+def test_overrides_merge_over_the_section_and_add_the_loss():
+    specs = parse_extra_losses({"msm": {"lam": 0.1, "order": 2}}, overrides={"msm": {"lam": 0.7}})
+    assert specs == [ExtraLossConfig("msm", {"lam": 0.7, "order": 2})]
+    feature = lambda frames: frames.mean(1, keepdim=True)  # noqa: E731 - callables may come from code
+    assert build_extra_losses({}, overrides={"msm": {"feature": feature}})[0].module.feature is feature
+
+
+@pytest.mark.parametrize(
+    "config, error, match",
+    [
+        ({"extra_losses": "msm"}, TypeError, r"`extra_losses` should be a list of loss names, e.g. `extra_losses: \[msm\]`, got the string 'msm'"),
+        ({"extra_losses": 3}, TypeError, r"`extra_losses` should be a list of loss names, got int 3"),
+        ({"extra_losses": [1]}, TypeError, r"entries should be loss names \(strings\), got int 1"),
+        ({"extra_losses": ["mms"]}, ValueError, r"unknown extra loss 'mms' in `extra_losses`; known losses: .*msm"),
+        ({"extra_losses": ["msm", "msm"]}, ValueError, r"lists \['msm'\] more than once"),
+        ({"msm": {"lam": 0.5}}, ValueError, r"options section `msm:` but `extra_losses` does not list 'msm'"),
+        ({"extra_losses": ["msm"], "msm": 0.5}, TypeError, r"`msm` should be a mapping of options .* got float 0.5"),
+        ({"extra_losses": ["msm"], "msm": {"lamda": 0.5}}, ValueError, r"unknown option `msm.lamda`; did you mean `lam`\?"),
+        ({"extra_losses": ["msm"], "msm": {"zzz": 1}}, ValueError, r"unknown option `msm.zzz` Options of extra loss 'msm': lam, normalization"),
+        ({"extra_losses": ["msm"], "msm": {"lam": "0.5"}}, TypeError, r"option `msm.lam` should be int or float, got str '0.5'"),
+        ({"extra_losses": ["msm"], "msm": {"lam": True}}, TypeError, r"option `msm.lam` should be int or float, got bool True"),
+        ({"extra_losses": ["msm"], "msm": {"order": 1.5}}, TypeError, r"option `msm.order` should be int, got float 1.5"),
+        ({"extra_losses": ["msm"], "msm": {"normalization": 1}}, TypeError, r"option `msm.normalization` should be str, got int 1"),
+        ({"extra_losses": ["msm"], "msm": {"lam": -0.5}}, ValueError, r"option `msm.lam` should be finite and >= 0, got -0.5"),
+        ({"extra_losses": ["msm"], "msm": {"feature": "torch.nn.Identity"}}, TypeError, r"option `msm.feature` takes a Python object that a config cannot express"),
+        ({"extra_losses": ["msm"], "msm": {1: 2}}, TypeError, r"option names under `msm` should be strings, got int 1"),
+        ({"extra_losses": ["msm"], "real_task_type": "causal_video"}, ValueError, r"real_task_type is causal_video .*`msm: \{timestep_policy: pairs\}`"),
+        ({"extra_losses": ["msm"], "generator_task": "causal_video"}, ValueError, r"real_task_type is causal_video"),
+    ],
+)
+def test_errors(config, error, match):
+    with pytest.raises(error, match=match):
+        parse_extra_losses(config)
+
+
+@pytest.mark.parametrize(
+    "yaml, error, match",
+    [
+        ("extra_losses: msm", TypeError, "should be a list of loss names"),
+        ("extra_losses: [msm]\nmsm: {lamda: 0.5}", ValueError, "did you mean `lam`"),
+        ("extra_losses: [msm]\nmsm: {lam: -1}", ValueError, "should be finite and >= 0, got -1"),
+        ("extra_losses: [msm]\nmsm: {order: '2'}", TypeError, "`msm.order` should be int, got str '2'"),
+    ],
+)
+def test_errors_from_an_omegaconf_yaml(yaml, error, match):
+    with pytest.raises(error, match=match):
+        parse_extra_losses(OmegaConf.create(yaml))
+
+
+def test_causal_teacher_is_fine_under_the_pairs_policy_and_stage3_is_fine_as_is():
+    assert parse_extra_losses({"extra_losses": ["msm"], "real_task_type": "causal_video", "msm": {"timestep_policy": "pairs"}})
+    stage3 = {"extra_losses": ["msm"], "generator_task": "causal_video", "real_task_type": "bidirectional_video"}
+    assert parse_extra_losses(stage3)[0].name == "msm"
+
+
+def test_values_the_factory_refuses_are_reported_with_the_loss_name():
+    with pytest.raises(ValueError, match=r"invalid options for extra loss 'msm': `normalization` should be one of"):
+        build_extra_losses({"extra_losses": ["msm"], "msm": {"normalization": "motoin"}})
+
+
+def test_unknown_code_given_loss_lists_known_ones():
+    with pytest.raises(UnknownLossError, match="unknown extra loss 'nope'; known losses: .*msm"):
+        parse_extra_losses({}, overrides={"nope": {}})
+
+
+def test_a_dotted_path_value_is_never_imported(monkeypatch):
+    imported = []
+    monkeypatch.setattr("importlib.import_module", lambda name, *a: imported.append(name))
+    with pytest.raises(ValueError):
+        build_extra_losses({"extra_losses": ["msm"], "msm": {"normalization": "os.system"}})
+    assert imported == []
+
+
+def test_config_mapping_accepts_namespaces_and_rejects_others():
+    from types import SimpleNamespace
+
+    assert config_mapping(SimpleNamespace(a=1)) == {"a": 1}
+    with pytest.raises(TypeError, match="expected a config mapping .* got int"):
+        config_mapping(3)
