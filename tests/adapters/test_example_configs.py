@@ -1,0 +1,44 @@
+"""The shipped example configs: upstream's keys plus valid MSM keys; the causal-teacher caveat."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from msm_plugin.config import build_extra_losses, parse_extra_losses
+
+CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
+# Keys CausVid's Trainer/DMD read without a default (shared/UPSTREAM.md, train_distillation.py, dmd.py).
+REQUIRED = {
+    "model_name", "generator_task", "generator_grad", "real_score_grad", "fake_score_grad", "denoising_step_list",
+    "num_train_timestep", "real_guidance_scale", "denoising_loss_type", "mixed_precision", "seed", "lr", "beta1",
+    "beta2", "batch_size", "log_iters", "dfake_gen_update_ratio", "image_or_video_shape", "distillation_loss",
+    "gradient_checkpointing", "warp_denoising_step", "sharding_strategy", "data_path", "negative_prompt",
+    "output_path", "wandb_host", "wandb_key", "wandb_entity", "wandb_project", "wandb_name",
+    "generator_fsdp_wrap_strategy", "real_score_fsdp_wrap_strategy", "fake_score_fsdp_wrap_strategy",
+    "text_encoder_fsdp_wrap_strategy",
+}
+
+
+@pytest.mark.parametrize("name", ["causvid_wan_stage1_msm.yaml", "causvid_wan_stage3_msm.yaml"])
+def test_example_config_has_upstream_keys_and_valid_msm(name):
+    config = OmegaConf.load(CONFIGS / name)
+    assert REQUIRED <= set(config), REQUIRED - set(config)
+    (msm,) = build_extra_losses(config)
+    assert msm.name == "msm" and msm.weight == 0.5
+    assert config.real_task_type == config.fake_task_type == "bidirectional_video"
+
+
+def test_stage3_specifics():
+    config = OmegaConf.load(CONFIGS / "causvid_wan_stage3_msm.yaml")
+    assert (config.generator_task, config.generator_name, config.num_frame_per_block) == ("causal_video", "causal_wan", 3)
+    assert config.backward_simulation is False and list(config.denoising_step_list) == [1000, 757, 522, 0]
+
+
+def test_stage3_with_a_causal_teacher_meets_the_strict_error_or_needs_pairs():
+    config = OmegaConf.load(CONFIGS / "causvid_wan_stage3_msm.yaml")
+    config.real_task_type = "causal_video"
+    with pytest.raises(ValueError, match="real_task_type is causal_video"):
+        parse_extra_losses(config)
+    config.msm.timestep_policy = "pairs"
+    assert parse_extra_losses(config)[0].options["timestep_policy"] == "pairs"
