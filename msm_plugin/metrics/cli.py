@@ -1,7 +1,7 @@
 """``msm-eval``: weight-free motion metrics of generated videos, optionally against a reference.
 
     msm-eval GENERATED [--reference REF] [--out results.json] [--backend auto|decord|imageio]
-             [--feature-extractor extractor.pt] [--static-threshold 0.00196]
+             [--feature-extractor extractor.pt2] [--static-threshold 0.00196]
 
 Writes the JSON result and a Markdown table next to it (``results.md``) and prints the
 table. Unreadable items are listed under ``errors`` and skipped; the exit status is 1 only
@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--feature-extractor",
         type=Path,
         default=None,
-        help="TorchScript file mapping [B, F, C, H, W] videos to [B, D] features, for feature_fd",
+        help="torch.export program (.pt2, dynamic batch) or TorchScript file mapping "
+        "[B, F, C, H, W] videos in [0, 1] to [B, D] features, for feature_fd",
     )
     parser.add_argument(
         "--static-threshold",
@@ -47,13 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_extractor(path: Path):
+    """A ``torch.export`` program (``.pt2``) or a TorchScript file, on the CPU; no pickled code runs."""
     import torch
 
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as error:  # torch.jit.load raises RuntimeError or ValueError depending on the file
-        raise ValueError(f"cannot load TorchScript feature extractor {path}: {error}") from error
-    module.eval()
+        if path.suffix == ".pt2":
+            module = torch.export.load(str(path)).module()
+        else:
+            module = torch.jit.load(str(path), map_location="cpu")
+            module.eval()
+    except Exception as error:  # both loaders raise RuntimeError, ValueError or zip errors on a bad file
+        raise ValueError(f"cannot load feature extractor {path} (torch.export .pt2 or TorchScript): {error}") from error
     return module
 
 

@@ -89,6 +89,12 @@ def _measure(videos: np.ndarray, static_threshold: float) -> tuple[dict[str, flo
     return scalars, samples
 
 
+def _feature_distance(videos: np.ndarray, reference: np.ndarray, extractor) -> float:
+    if videos.shape[0] < 2 or reference.shape[0] < 2:
+        return _NAN
+    return frechet_distance(extractor_features(videos, extractor), extractor_features(reference, extractor))
+
+
 def motion_metrics(
     videos,
     reference=None,
@@ -161,13 +167,7 @@ def motion_metrics(
         appearance_features(videos, grid=grid), appearance_features(reference, grid=grid)
     )
     if feature_extractor is not None:
-        results["feature_fd"] = (
-            frechet_distance(
-                extractor_features(videos, feature_extractor), extractor_features(reference, feature_extractor)
-            )
-            if sets
-            else _NAN
-        )
+        results["feature_fd"] = _feature_distance(videos, reference, feature_extractor)
     results.update({f"reference_{key}": value for key, value in ref_results.items()})
     return results
 
@@ -220,18 +220,21 @@ def evaluate(
         ref_videos = ref_set.videos
     metrics: dict[str, float] = {}
     if gen_set.videos is not None:
-        extractor = feature_extractor if ref_videos is not None else None
         try:
-            metrics = motion_metrics(
-                gen_set.videos, ref_videos, feature_extractor=extractor, static_threshold=static_threshold
-            )
+            metrics = motion_metrics(gen_set.videos, ref_videos, static_threshold=static_threshold)
         except ValueError as error:
-            # A reference that cannot be compared (other channel count, extractor failure)
-            # must not cost the generated set its own scores.
+            # A reference that cannot be compared (another channel count) must not cost the
+            # generated set its own scores.
             if ref_videos is None:
                 raise
             errors["reference"] = f"not compared: {error}"
+            ref_videos = None
             metrics = motion_metrics(gen_set.videos, static_threshold=static_threshold)
+    if feature_extractor is not None and ref_videos is not None:
+        try:
+            metrics["feature_fd"] = _feature_distance(gen_set.videos, ref_videos, feature_extractor)
+        except ValueError as error:  # the user's network rejected the input: keep the other scores
+            errors["feature_fd"] = str(error)
     own = {key: _finite_or_none(value) for key, value in metrics.items() if not key.startswith("reference_")}
     ref_own = {
         key.removeprefix("reference_"): _finite_or_none(value)

@@ -35,7 +35,7 @@ def moving_square(rng):
 
 
 @pytest.fixture
-def drifting_blobs(rng):
+def drifting_blobs():
     """``make(n, seed)``: n videos of 8 frames 24x24x3, a Gaussian blob drifting 0.5 px/frame.
 
     Smooth background, random start and one of four directions: the toy data's regime

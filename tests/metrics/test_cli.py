@@ -1,0 +1,120 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from msm_plugin.metrics.cli import main
+from msm_plugin.metrics.report import evaluate
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class MeanFeatures(torch.nn.Module):
+    """[B, F, C, H, W] -> [B, 2]: mean brightness and mean absolute frame change."""
+
+    def forward(self, videos: torch.Tensor) -> torch.Tensor:
+        motion = (videos[:, 1:] - videos[:, :-1]).abs().mean(dim=(1, 2, 3, 4))
+        return torch.stack([videos.mean(dim=(1, 2, 3, 4)), motion], dim=1)
+
+
+@pytest.fixture
+def sets(tmp_path, drifting_blobs):
+    """A generated folder (3 GIFs + 1 junk file) and a reference .npy of 4 videos."""
+    gen = tmp_path / "generated"
+    gen.mkdir()
+    for i, video in enumerate(drifting_blobs(3, seed=5)):
+        iio.imwrite(gen / f"{i}.gif", np.rint(video.transpose(0, 2, 3, 1) * 255).astype(np.uint8), duration=100)
+    (gen / "broken.gif").write_bytes(b"GIF89a junk")
+    ref = tmp_path / "reference.npy"
+    np.save(ref, drifting_blobs(4, seed=6))
+    return gen, ref
+
+
+def test_end_to_end_with_reference_and_exported_extractor(tmp_path, sets, capsys):
+    gen, ref = sets
+    extractor = tmp_path / "extractor.pt2"
+    program = torch.export.export(
+        MeanFeatures(), (torch.rand(2, 8, 3, 24, 24),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
+    torch.export.save(program, str(extractor))
+    out = tmp_path / "eval" / "results.json"
+    code = main([str(gen), "--reference", str(ref), "--out", str(out), "--feature-extractor", str(extractor)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["generated"]["num_videos"] == 3 and result["reference"]["num_videos"] == 4
+    assert list(result["errors"]) == ["generated/broken.gif"]
+    assert result["metrics"]["feature_fd"] > 0 and result["metrics"]["motion_fd"] > 0
+    assert result["reference_metrics"]["motion_energy"] > 0
+    table = (tmp_path / "eval" / "results.md").read_text()
+    printed = capsys.readouterr().out
+    assert table in printed and "| feature_fd |" in table
+    assert f"wrote {out} and {out.with_suffix('.md')}" in printed
+
+
+# TorchScript is deprecated in torch 2.13 but still what many users have on disk.
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_torchscript_extractor_gives_the_same_distance_as_the_module(tmp_path, sets, capsys):
+    gen, ref = sets
+    torch.jit.script(MeanFeatures()).save(str(tmp_path / "extractor.pt"))
+    out = tmp_path / "results.json"
+    assert main([str(gen), "--reference", str(ref), "--out", str(out), "--feature-extractor", str(tmp_path / "extractor.pt")]) == 0
+    direct = evaluate(gen, ref, feature_extractor=MeanFeatures())
+    assert json.loads(out.read_text())["metrics"]["feature_fd"] == pytest.approx(direct["metrics"]["feature_fd"], rel=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_failing_extractor_costs_only_feature_fd(tmp_path, sets, capsys):
+    gen, ref = sets
+    torch.jit.script(torch.nn.Linear(3, 3)).save(str(tmp_path / "linear.pt"))  # rejects W = 24 inputs
+    out = tmp_path / "results.json"
+    assert main([str(gen), "--reference", str(ref), "--out", str(out), "--feature-extractor", str(tmp_path / "linear.pt")]) == 0
+    result = json.loads(out.read_text())
+    assert "feature_fd" not in result["metrics"] and result["metrics"]["motion_fd"] > 0
+    assert result["errors"]["feature_fd"].startswith("the feature extractor failed on a batch of shape (3, 8, 3, 24, 24)")
+
+
+def test_nothing_scored_exits_one(tmp_path, capsys):
+    (tmp_path / "bad.mp4").write_bytes(b"junk")
+    out = tmp_path / "results.json"
+    assert main([str(tmp_path / "bad.mp4"), "--out", str(out)]) == 1
+    assert json.loads(out.read_text())["metrics"] == {}
+    assert "msm-eval: no video in" in capsys.readouterr().err
+
+
+def test_extractor_needs_reference(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "--feature-extractor", str(tmp_path / "x.pt")])
+    assert exit_info.value.code == 2
+    assert "--feature-extractor needs --reference" in capsys.readouterr().err
+
+
+def test_unloadable_extractor(tmp_path, capsys):
+    (tmp_path / "x.pt").write_bytes(b"junk")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "--reference", str(tmp_path), "--feature-extractor", str(tmp_path / "x.pt")])
+    assert exit_info.value.code == 2
+    assert "cannot load feature extractor" in capsys.readouterr().err
+
+
+def test_bad_static_threshold(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--static-threshold", "-1"])
+    assert "--static-threshold should be positive, got -1.0" in capsys.readouterr().err
+
+
+def test_module_entry_point_in_a_subprocess(tmp_path, rng):
+    np.save(tmp_path / "gen.npy", rng.random((2, 3, 3, 8, 8)).astype(np.float32))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-m", "msm_plugin.metrics.cli", str(tmp_path / "gen.npy"), "--out", str(tmp_path / "r.json")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["generated"]["num_videos"] == 2
+    assert "| motion_energy |" in done.stdout
