@@ -166,7 +166,8 @@ def read_tensor_file(path) -> np.ndarray:
     cannot execute code. A ``[F, C, H, W]`` tensor is one video; ``uint8`` is divided by 255.
 
     Raises:
-        ValueError: for an unreadable file, a non-tensor content, a wrong rank, non-finite
+        ValueError: for an unreadable file, a non-tensor content, a wrong rank or channel
+            count, non-finite
             values or floats outside [0, 1] (beyond a 0.05 slack).
     """
     path = Path(path)
@@ -186,6 +187,11 @@ def read_tensor_file(path) -> np.ndarray:
         data = data[None]
     if data.ndim != 5:
         raise ValueError(f"expected a tensor [N, F, C, H, W] or [F, C, H, W] in {path}, got shape {data.shape}")
+    if data.shape[2] not in (1, 3) or 0 in data.shape:
+        raise ValueError(
+            f"expected decoded videos [N, F, C, H, W] with C = 1 or 3 and no empty axis in {path}, "
+            f"got shape {data.shape} (latents must be decoded first)"
+        )
     if data.dtype == np.uint8:
         return data.astype(np.float32) / np.float32(255)
     if not np.issubdtype(data.dtype, np.floating):

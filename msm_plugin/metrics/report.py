@@ -24,7 +24,7 @@ from .smoothness import smoothness_error
 
 __all__ = ["METRICS", "evaluate", "markdown_table", "motion_metrics", "write_results"]
 
-LOWER, HIGHER, CLOSER = "lower", "higher", "closer to reference"
+LOWER, CLOSER = "lower", "closer to reference"
 
 #: key -> (meaning, which direction is better). Distances need a reference set.
 METRICS: dict[str, tuple[str, str]] = {
@@ -205,7 +205,7 @@ def evaluate(
     Returns:
         A JSON-ready dict: ``generated`` / ``reference`` (path, ``num_videos``, ``shape``,
         ``videos``), ``metrics`` (generated values and distances; NaN written as None),
-        ``reference_metrics``, ``directions`` (key -> "lower", "higher" or
+        ``reference_metrics``, ``directions`` (key -> "lower" or
         "closer to reference") and ``errors`` ("generated/<item>" or "reference/<item>" ->
         reason). ``metrics`` is empty when no generated video could be read.
     """

@@ -94,6 +94,7 @@ def test_extractor_needs_reference(tmp_path, capsys):
     assert "--feature-extractor needs --reference" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_unloadable_extractor(tmp_path, capsys):
     (tmp_path / "x.pt").write_bytes(b"junk")
     with pytest.raises(SystemExit) as exit_info:

@@ -162,6 +162,11 @@ class TestReadTensorFile:
         with pytest.raises(ValueError, match=r"\[N, F, C, H, W\] or \[F, C, H, W\] in .*v.npy, got shape \(3, 4, 4\)"):
             read_tensor_file(tmp_path / "v.npy")
 
+    def test_latent_channels(self, tmp_path):
+        np.save(tmp_path / "v.npy", np.zeros((1, 2, 16, 4, 4), np.float32))
+        with pytest.raises(ValueError, match=r"C = 1 or 3 and no empty axis in .*got shape \(1, 2, 16, 4, 4\) \(latents must"):
+            read_tensor_file(tmp_path / "v.npy")
+
     def test_integer_other_than_uint8(self, tmp_path):
         np.save(tmp_path / "v.npy", np.zeros((1, 2, 3, 4, 4), np.int64))
         with pytest.raises(ValueError, match="expected float values in \\[0, 1\\] or uint8 in .*got dtype int64"):
