@@ -21,7 +21,8 @@ __all__ = [
     "static_fraction",
 ]
 
-# Mean |x[f+1] - x[f]| below half an 8-bit grey level: what codec noise leaves on a still shot.
+# Half an 8-bit grey level: far above what H.264 leaves on a still shot (< 1e-5 measured on
+# 64 px textures), far below slow motion (the toy's 0.5 px/frame blob gives about 0.006).
 DEFAULT_STATIC_THRESHOLD = 0.5 / 255
 
 

@@ -122,6 +122,17 @@ class TestEvaluate:
         assert list(result["metrics"]) == SET_KEYS
         assert result["errors"]["reference"].startswith("not compared: expected reference videos with")
 
+    def test_still_and_moving_mp4(self, tmp_path, moving_square):
+        import imageio.v2 as imageio_v2
+
+        for name, xs in [("still.mp4", [10] * 6), ("moving.mp4", [4 + 3 * f for f in range(6)])]:
+            frames = np.rint(moving_square(xs)[0].transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+            imageio_v2.mimwrite(tmp_path / name, list(frames), fps=8, quality=7, macro_block_size=1)
+        m = evaluate(tmp_path)["metrics"]
+        # H.264 leaves a still shot still; the square moving 3 px/frame is dynamic at 64 px.
+        assert m["static_fraction"] == 0.5 and m["dynamic_degree"] == 0.5
+        assert m["flow_peak"] == pytest.approx(1.5, abs=0.15)
+
     def test_nothing_readable(self, tmp_path):
         result = evaluate(tmp_path / "missing")
         assert result["metrics"] == {} and result["generated"]["num_videos"] == 0
