@@ -5,6 +5,7 @@ import json
 import os
 import struct
 import sys
+import time
 
 import pytest
 import yaml
@@ -22,30 +23,49 @@ def _write_config(tmp_path, **overrides):
     return str(path)
 
 
-def _wandb_history(run_file):
-    """``{step: {key: value}}`` from an offline run's ``.wandb`` file.
+def _read_records(run_file):
+    """The wandb ``Record`` protobufs of an offline run's ``.wandb`` file.
 
     The file is a LevelDB-style log: a 7-byte header, then 32 KiB blocks of records
-    (crc32 u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last); each record's payload
-    is a wandb ``Record`` protobuf.
+    (crc32 u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last).
     """
     from wandb.proto import wandb_internal_pb2
 
-    data, pos, pending, rows = open(run_file, "rb").read(), 7, b"", {}
+    data, pos, pending, records = open(run_file, "rb").read(), 7, b"", []
     while pos + 7 <= len(data):
         if 32768 - pos % 32768 < 7:  # block trailer too short for a header: zero padding
             pos += 32768 - pos % 32768
             continue
         _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if pos + 7 + length > len(data):  # still being written
+            break
         pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(pending)
+            records.append(record)
             pending = b""
-            if record.WhichOneof("record_type") == "history":
-                row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
-                rows[row["_step"]] = row
+    return records
+
+
+def _wandb_history(run_file, timeout=60.0):
+    """``{step: {key: value}}`` of an offline run, once its ``exit`` record is on disk.
+
+    wandb's writer process may still be flushing when ``wandb.finish()`` returns, so wait for the
+    record that closes the run rather than reading a partial file.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _read_records(run_file)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    rows = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            rows[row["_step"]] = row
     return rows
 
 
