@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -37,6 +38,7 @@ __all__ = ["EXTRA_LOSSES_KEY", "ExtraLossConfig", "build_extra_losses", "config_
 EXTRA_LOSSES_KEY = "extra_losses"
 
 _NoneType = type(None)
+_UnionType = getattr(types, "UnionType", typing.Union)  # `X | None` annotations (Python >= 3.10)
 
 
 class _CodeOnly:
@@ -93,7 +95,7 @@ def _accepted_types(annotation: Any, default: Any) -> Optional[Tuple[type, ...]]
             return None
         annotation = type(default)
     origin = typing.get_origin(annotation)
-    if origin is typing.Union:
+    if origin is typing.Union or origin is _UnionType:
         members = [_accepted_types(arg, inspect.Parameter.empty) for arg in typing.get_args(annotation)]
         if any(m is None for m in members):
             return None

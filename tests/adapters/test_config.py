@@ -106,3 +106,45 @@ def test_config_mapping_accepts_namespaces_and_rejects_others():
     assert config_mapping(SimpleNamespace(a=1)) == {"a": 1}
     with pytest.raises(TypeError, match="expected a config mapping .* got int"):
         config_mapping(3)
+
+
+class _PluginLoss:
+    """A third-party loss: no annotations on one option, a PEP 604 union on another."""
+
+    name = "plugin_loss"
+
+    def __init__(self, weight: float = 1.0, mode: "str | None" = None, steps=3, table: dict = None):
+        self.weight, self.mode, self.steps = weight, mode, steps
+
+    def __call__(self, ctx):
+        return ctx.generated.sum() * 0, {}
+
+
+class _OpenLoss(_PluginLoss):
+    def __init__(self, weight: float = 1.0, **extra):
+        super().__init__(weight)
+
+
+@pytest.fixture
+def plugins(monkeypatch):
+    from msm_plugin import registry
+
+    monkeypatch.setitem(registry._registry.factories, "plugin_loss", _PluginLoss)
+    monkeypatch.setitem(registry._registry.factories, "open_loss", _OpenLoss)
+
+
+def test_plugin_option_types_come_from_annotations_and_defaults(plugins):
+    config = {"extra_losses": ["plugin_loss"], "plugin_loss": {"weight": 2, "mode": None, "steps": 4, "table": {"a": 1}}}
+    (loss,) = build_extra_losses(config)
+    assert (loss.weight, loss.steps) == (2, 4)
+    assert parse_extra_losses({"extra_losses": ["plugin_loss"], "plugin_loss": {"mode": "x"}})
+    with pytest.raises(TypeError, match=r"`plugin_loss.mode` should be str or null, got int 3"):
+        parse_extra_losses({"extra_losses": ["plugin_loss"], "plugin_loss": {"mode": 3}})
+    with pytest.raises(TypeError, match=r"`plugin_loss.steps` should be int, got str 'many'"):
+        parse_extra_losses({"extra_losses": ["plugin_loss"], "plugin_loss": {"steps": "many"}})
+    with pytest.raises(TypeError, match=r"`plugin_loss.table` should be dict, got list \[1\]"):
+        parse_extra_losses({"extra_losses": ["plugin_loss"], "plugin_loss": {"table": [1]}})
+
+
+def test_a_factory_with_var_keywords_accepts_any_option_name(plugins):
+    assert parse_extra_losses({"extra_losses": ["open_loss"], "open_loss": {"anything": 1}})[0].options == {"anything": 1}
