@@ -130,9 +130,12 @@ def apply_extra_losses(trainer: Any) -> Any:
 
 
 def unwrap_trainer(trainer: Any) -> Any:
-    """Undo :func:`wrap_trainer` / :func:`apply_extra_losses`; returns ``trainer``."""
+    """Undo :func:`wrap_trainer` / :func:`apply_extra_losses` (and ``msm-train``'s logging wrap of
+    ``train_one_step``); returns ``trainer``."""
     dmd, _ = find_dmd(trainer)
     unwrap_dmd(dmd)
+    if trainer is not dmd:
+        unpatch_method(trainer, "train_one_step")
     return trainer
 
 

@@ -115,6 +115,18 @@ def test_extra_logs_go_to_the_step_that_trained_the_generator(tmp_path):
     assert all("msm_loss" in logs for _, logs in logged)
 
 
+def test_unwrap_trainer_also_removes_the_logging_wrap(tmp_path):
+    from msm_plugin.adapters import apply_extra_losses, unwrap_trainer
+
+    trainer = CausVidTrainer(make_config(output_path=str(tmp_path), extra_losses=["msm"]))
+    before = dict(vars(trainer))
+    train.log_extra_losses(apply_extra_losses(trainer), log=lambda logs, step: None)
+    assert vars(trainer)["train_one_step"].__name__ == "train_one_step"
+    unwrap_trainer(trainer)
+    assert vars(trainer).keys() == before.keys()
+    assert trainer.train_one_step.__func__ is CausVidTrainer.train_one_step
+
+
 def test_non_main_process_logs_nothing(tmp_path):
     logged = []
     trainer = CausVidTrainer(make_config(output_path=str(tmp_path), extra_losses=["msm"]))
