@@ -2,6 +2,7 @@
 
 from importlib import metadata as _metadata
 
+from msm_plugin.adapters import unwrap_trainer, wrap_trainer
 from msm_plugin.losses import MSMLoss, MSMTerm, msm_loss
 from msm_plugin.motion import motion_score
 from msm_plugin.registry import (
@@ -30,5 +31,7 @@ __all__ = sorted(
         "motion_score",
         "msm_loss",
         "register_loss",
+        "unwrap_trainer",
+        "wrap_trainer",
     ]
 )
