@@ -360,7 +360,7 @@ class MSMTerm:
         logs: Dict[str, Any] = {
             "msm_loss": terms.loss.detach(),
             "msm_lambda": m.lam,
-            "msm_gradient_norm": terms.grad.abs().sum() / max(terms.num_counted, 1),
+            "msm_gradient_norm": torch.linalg.vector_norm(terms.grad, ord=1) / max(terms.num_counted, 1),
             "msm_pairs_counted": terms.num_counted / terms.num_total,
         }
         with torch.no_grad():
