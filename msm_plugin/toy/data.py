@@ -1,0 +1,210 @@
+"""Synthetic videos for the toy distillation: a static textured background and a subtle moving blob.
+
+Each video ``x`` has shape ``[F, C, H, W]`` and is ``background + colour * blob_f``, where the
+background is smooth random noise (a ``g x g`` grid of Gaussian values upsampled bilinearly to
+``H x W``) that never moves, and ``blob_f`` is a Gaussian bump whose centre moves by
+``speed`` pixels per frame along one of four directions. The condition ("prompt") is the
+pair (direction, speed), encoded as one class index
+``label = direction_index * len(speeds) + speed_index``.
+
+The point is the regime of the paper's eq. 7: the mean absolute frame difference
+``mean |x[f+1] - x[f]|`` is far below the mean absolute value ``mean |x|`` (about 30x at the
+defaults), so a distribution-matching loss on whole frames barely sees the motion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "DIRECTIONS",
+    "DISPLAY_RANGE",
+    "ToyDataConfig",
+    "condition_names",
+    "make_videos",
+    "motion_to_appearance_ratio",
+    "sample_labels",
+    "to_unit_range",
+]
+
+# Videos live in about [-2, 2] (background std 0.5 plus a blob); metrics and video files want
+# [0, 1], so every set (data, teacher, students) goes through the same fixed affine map.
+DISPLAY_RANGE = 2.0
+
+# Unit steps (dy, dx) in image coordinates: row index grows downwards.
+DIRECTIONS = {"right": (0.0, 1.0), "left": (0.0, -1.0), "down": (1.0, 0.0), "up": (-1.0, 0.0)}
+
+
+@dataclass(frozen=True)
+class ToyDataConfig:
+    """Shape and content of the synthetic videos.
+
+    Args:
+        num_frames: frames per video ``F`` (>= 2, motion needs two frames).
+        size: height and width ``H = W`` in pixels.
+        channels: colour channels ``C``.
+        directions: names from :data:`DIRECTIONS`, one axis of the condition.
+        speeds: blob speeds in pixels per frame, the other axis of the condition.
+        blob_sigma: standard deviation of the Gaussian blob in pixels.
+        blob_amplitude: scale of the blob's random colour.
+        background_grid: side ``g`` of the noise grid upsampled into the background (smaller =
+            smoother).
+        background_amplitude: standard deviation of the background grid values.
+
+    >>> ToyDataConfig().num_conditions
+    8
+    """
+
+    num_frames: int = 8
+    size: int = 16
+    channels: int = 3
+    directions: tuple = ("right", "left", "down", "up")
+    speeds: tuple = (0.5, 1.0)
+    blob_sigma: float = 1.5
+    blob_amplitude: float = 0.6
+    background_grid: int = 4
+    background_amplitude: float = 0.5
+
+    def __post_init__(self):
+        for name in ("num_frames", "size", "channels", "background_grid"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"`{name}` should be an int, got {type(value).__name__}")
+        if self.num_frames < 2:
+            raise ValueError(f"`num_frames` should be >= 2 (motion needs two frames), got {self.num_frames}")
+        if self.size < 4 or self.channels < 1 or self.background_grid < 1:
+            raise ValueError(
+                "expected size >= 4, channels >= 1 and background_grid >= 1, got "
+                f"size={self.size}, channels={self.channels}, background_grid={self.background_grid}"
+            )
+        unknown = [d for d in self.directions if d not in DIRECTIONS]
+        if not self.directions or unknown:
+            raise ValueError(f"`directions` should be a non-empty subset of {sorted(DIRECTIONS)}, got {list(self.directions)}")
+        if not self.speeds or any(float(s) <= 0 for s in self.speeds):
+            raise ValueError(f"`speeds` should be a non-empty list of positive numbers, got {list(self.speeds)}")
+        for name in ("blob_sigma", "blob_amplitude", "background_amplitude"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"`{name}` should be positive, got {getattr(self, name)}")
+        # Frozen dataclass: normalise lists from YAML/CLI into tuples so the config hashes stably.
+        object.__setattr__(self, "directions", tuple(self.directions))
+        object.__setattr__(self, "speeds", tuple(float(s) for s in self.speeds))
+
+    @property
+    def num_conditions(self) -> int:
+        """Number of (direction, speed) classes."""
+        return len(self.directions) * len(self.speeds)
+
+    @property
+    def video_shape(self) -> tuple:
+        """``(F, C, H, W)`` of one video."""
+        return (self.num_frames, self.channels, self.size, self.size)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form (used in the teacher's cache key and the results JSON)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def condition_names(config: ToyDataConfig) -> list:
+    """Readable name of every class index, e.g. ``"right@0.5"``.
+
+    >>> condition_names(ToyDataConfig(directions=("up",), speeds=(0.5, 1.0)))
+    ['up@0.5', 'up@1']
+    """
+    return [f"{d}@{s:g}" for d in config.directions for s in config.speeds]
+
+
+def sample_labels(n: int, config: ToyDataConfig, generator: torch.Generator = None) -> torch.Tensor:
+    """``n`` class indices drawn uniformly from ``[0, num_conditions)``, shape ``[n]`` (long).
+
+    >>> sample_labels(3, ToyDataConfig(), torch.Generator().manual_seed(0)).shape
+    torch.Size([3])
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"expected a positive int number of labels, got {n!r}")
+    return torch.randint(0, config.num_conditions, (n,), generator=generator)
+
+
+def make_videos(labels: torch.Tensor, config: ToyDataConfig, generator: torch.Generator = None) -> torch.Tensor:
+    """Draw one synthetic video per label.
+
+    ``x[f] = bg + a * blob(p0 + f * speed * d)``, with ``bg`` a smooth static texture, ``a`` a
+    random colour of scale ``blob_amplitude``, ``p0`` a random start near the centre, ``d`` the
+    label's unit direction and ``blob(p) = exp(-|q - p|^2 / (2 sigma^2))`` over pixel centres q.
+
+    Args:
+        labels: class indices, shape ``[B]``, values in ``[0, config.num_conditions)``.
+        config: the data configuration.
+        generator: optional ``torch.Generator`` for reproducible draws.
+
+    Returns:
+        Float32 videos ``[B, F, C, H, W]``.
+
+    >>> cfg = ToyDataConfig()
+    >>> x = make_videos(torch.tensor([0, 5]), cfg, torch.Generator().manual_seed(0))
+    >>> tuple(x.shape)
+    (2, 8, 3, 16, 16)
+    >>> bool((x[:, 1:] - x[:, :-1]).abs().mean() * 10 < x.abs().mean())  # motion << appearance
+    True
+    """
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.dtype not in (torch.int32, torch.int64):
+        got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise TypeError(f"expected integer labels of shape [B], got {got}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= config.num_conditions):
+        raise ValueError(
+            f"labels should lie in [0, {config.num_conditions}), got range "
+            f"[{int(labels.min())}, {int(labels.max())}]"
+        )
+    b = labels.shape[0]
+    f, c, s = config.num_frames, config.channels, config.size
+    grid = torch.randn(b, c, config.background_grid, config.background_grid, generator=generator)
+    background = F.interpolate(grid * config.background_amplitude, size=(s, s), mode="bilinear", align_corners=False)
+
+    colour = torch.randn(b, c, generator=generator) * config.blob_amplitude
+    # Start near the centre, leaving room for the whole path inside the frame.
+    travel = max(config.speeds) * (f - 1)
+    half_room = max(s / 2 - travel / 2 - 2 * config.blob_sigma, 0.0)
+    start = (s - 1) / 2 + (torch.rand(b, 2, generator=generator) * 2 - 1) * half_room
+
+    dir_index = labels // len(config.speeds)
+    speed_index = labels % len(config.speeds)
+    unit = torch.tensor([DIRECTIONS[d] for d in config.directions])[dir_index]  # [B, 2] as (dy, dx)
+    speed = torch.tensor(config.speeds)[speed_index]  # [B]
+    # Centre the path on the start point so both directions of an axis cover the same area.
+    steps = torch.arange(f, dtype=torch.float32) - (f - 1) / 2
+    centres = start[:, None, :] + steps[None, :, None] * (speed[:, None, None] * unit[:, None, :])  # [B, F, 2]
+
+    coords = torch.arange(s, dtype=torch.float32)
+    dy = coords[None, None, :, None] - centres[..., 0, None, None]  # [B, F, H, 1]
+    dx = coords[None, None, None, :] - centres[..., 1, None, None]  # [B, F, 1, W]
+    blob = torch.exp(-(dy**2 + dx**2) / (2 * config.blob_sigma**2))  # [B, F, H, W]
+    video = background[:, None] + colour[:, None, :, None, None] * blob[:, :, None]
+    return video.contiguous()
+
+
+def motion_to_appearance_ratio(videos: torch.Tensor) -> float:
+    """``mean |x| / mean |x[f+1] - x[f]|`` over a batch ``[B, F, C, H, W]`` (eq. 7's ratio).
+
+    >>> x = torch.zeros(1, 3, 1, 1, 1); x[0, :, 0, 0, 0] = torch.tensor([1.0, 1.5, 2.0])
+    >>> motion_to_appearance_ratio(x)  # mean|x| = 1.5, mean|Dx| = 0.5
+    3.0
+    """
+    if not isinstance(videos, torch.Tensor) or videos.ndim != 5 or videos.shape[1] < 2:
+        got = tuple(videos.shape) if isinstance(videos, torch.Tensor) else type(videos).__name__
+        raise ValueError(f"expected a video tensor [B, F, C, H, W] with F >= 2, got {got}")
+    motion = (videos[:, 1:] - videos[:, :-1]).abs().mean()
+    return float(videos.abs().mean() / motion) if float(motion) > 0 else math.inf
+
+
+def to_unit_range(videos: torch.Tensor) -> torch.Tensor:
+    """Map model-space videos to [0, 1] with one fixed affine map: ``clamp(x / (2 R) + 0.5, 0, 1)``.
+
+    ``R`` = :data:`DISPLAY_RANGE`. The same map for every set keeps their metrics comparable.
+
+    >>> to_unit_range(torch.tensor([-2.0, 0.0, 1.0, 9.0])).tolist()
+    [0.0, 0.5, 0.75, 1.0]
+    """
+    return (videos / (2 * DISPLAY_RANGE) + 0.5).clamp(0.0, 1.0)

@@ -1,0 +1,86 @@
+"""Synthetic toy videos: motion as specified, eq. 7's regime, reproducibility, input checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from msm_plugin.toy.data import (
+    ToyDataConfig,
+    condition_names,
+    make_videos,
+    motion_to_appearance_ratio,
+    sample_labels,
+    to_unit_range,
+)
+
+
+def _centroids(video):
+    """Intensity-weighted centre (row, col) of |x| per frame of a [F, C, H, W] video."""
+    weight = video.abs().sum(dim=1)  # [F, H, W]
+    rows = torch.arange(video.shape[-2], dtype=torch.float32)
+    cols = torch.arange(video.shape[-1], dtype=torch.float32)
+    total = weight.sum(dim=(1, 2))
+    return torch.stack([(weight.sum(2) * rows).sum(1) / total, (weight.sum(1) * cols).sum(1) / total], dim=1)
+
+
+@pytest.mark.parametrize("label, step", [(0, (0.0, 0.5)), (3, (0.0, -1.0)), (4, (0.5, 0.0)), (7, (-1.0, 0.0))])
+def test_blob_moves_by_speed_along_direction(label, step):
+    # A vanishing background leaves only the blob, whose centre must move by speed * direction per frame.
+    cfg = ToyDataConfig(size=32, background_amplitude=1e-9)
+    video = make_videos(torch.tensor([label]), cfg, torch.Generator().manual_seed(5))[0]
+    moves = _centroids(video).diff(dim=0)
+    torch.testing.assert_close(moves, torch.tensor(step).expand_as(moves), atol=0.02, rtol=0)
+
+
+def test_background_is_static_and_motion_is_subtle():
+    cfg = ToyDataConfig()
+    gen = torch.Generator().manual_seed(0)
+    x = make_videos(sample_labels(64, cfg, gen), cfg, gen)
+    assert x.shape == (64, 8, 3, 16, 16)
+    # Far from the blob nothing changes: in every video some pixel never changes.
+    largest_change = (x[:, 1:] - x[:, :-1]).abs().amax(dim=(1, 2))  # [B, H, W]
+    assert float(largest_change.amin(dim=(1, 2)).max()) < 1e-3
+    assert motion_to_appearance_ratio(x) > 20  # eq. 7: motion energy far below appearance
+
+
+def test_same_generator_seed_same_videos():
+    cfg = ToyDataConfig()
+    a = make_videos(torch.arange(8), cfg, torch.Generator().manual_seed(3))
+    b = make_videos(torch.arange(8), cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_condition_names_and_unit_range():
+    assert condition_names(ToyDataConfig(directions=("left", "up"), speeds=(0.5,))) == ["left@0.5", "up@0.5"]
+    assert to_unit_range(torch.tensor([-4.0, -2.0, 2.0])).tolist() == [0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"num_frames": 2.5}, TypeError, "`num_frames` should be an int, got float"),
+        ({"num_frames": 1}, ValueError, r"`num_frames` should be >= 2 \(motion needs two frames\), got 1"),
+        ({"size": 2}, ValueError, "expected size >= 4, channels >= 1 and background_grid >= 1, got size=2"),
+        ({"directions": ("sideways",)}, ValueError, r"`directions` should be a non-empty subset of \['down', 'left'"),
+        ({"speeds": (0.5, -1.0)}, ValueError, r"`speeds` should be a non-empty list of positive numbers, got \[0.5, -1.0\]"),
+        ({"blob_sigma": 0.0}, ValueError, "`blob_sigma` should be positive, got 0.0"),
+    ],
+)
+def test_config_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ToyDataConfig(**kwargs)
+
+
+def test_input_errors():
+    cfg = ToyDataConfig()
+    with pytest.raises(ValueError, match="expected a positive int number of labels, got 0"):
+        sample_labels(0, cfg)
+    with pytest.raises(TypeError, match=r"expected integer labels of shape \[B\], got \(2, 1\)"):
+        make_videos(torch.zeros(2, 1, dtype=torch.long), cfg)
+    with pytest.raises(TypeError, match=r"expected integer labels of shape \[B\], got list"):
+        make_videos([0, 1], cfg)
+    with pytest.raises(ValueError, match=r"labels should lie in \[0, 8\), got range \[0, 8\]"):
+        make_videos(torch.tensor([0, 8]), cfg)
+    with pytest.raises(ValueError, match=r"expected a video tensor \[B, F, C, H, W\] with F >= 2, got \(1, 1, 3, 4, 4\)"):
+        motion_to_appearance_ratio(torch.zeros(1, 1, 3, 4, 4))
