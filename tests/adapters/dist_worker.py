@@ -5,23 +5,12 @@ Run by ``torch.multiprocessing.spawn`` from ``test_distributed.py``; importing i
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from msm_plugin.adapters import wrap_trainer
-from tests.adapters.standins import SHAPE, CausVidDMD, SelfForcingDMD, make_config, text_dicts
+from tests.adapters.standins import SHAPE, CausVidDMD, SelfForcingDMD, Sharded, make_config, text_dicts
 
 HOSTS = {"causvid": CausVidDMD, "self_forcing": SelfForcingDMD}
 
-
-class Sharded(nn.Module):
-    """An outer wrapper like FSDP's: ``forward(*args, **kwargs)`` passes everything to the inner module."""
-
-    def __init__(self, module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
 BATCH = 4  # the whole batch; each of the 2 ranks takes half
 LAM = 0.8
 

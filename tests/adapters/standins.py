@@ -13,7 +13,6 @@ Every network call is counted (``.calls``) so tests can prove the adapter adds n
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
 from typing import List, Optional
 
 import torch
@@ -352,5 +351,22 @@ class SelfForcingTrainer:
         self.step = 0
 
 
-def namespace(**kwargs) -> SimpleNamespace:
-    return SimpleNamespace(**kwargs)
+class Sharded(nn.Module):
+    """An outer wrapper like FSDP's: ``forward(*args, **kwargs)`` passes everything to the inner module.
+
+    With ``output_dtype`` it also casts the floating outputs, as FSDP's ``MixedPrecision``
+    (bf16 ``param_dtype``) hands bf16 predictions to the host.
+    """
+
+    def __init__(self, module: nn.Module, output_dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__()
+        self.module = module
+        self.output_dtype = output_dtype
+
+    def forward(self, *args, **kwargs):
+        out = self.module(*args, **kwargs)
+        if self.output_dtype is None:
+            return out
+        if isinstance(out, tuple):
+            return tuple(o.to(self.output_dtype) for o in out)
+        return out.to(self.output_dtype)

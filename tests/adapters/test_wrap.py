@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from msm_plugin.adapters import (
     apply_extra_losses,
@@ -23,6 +24,7 @@ from tests.adapters.standins import (
     CausVidTrainer,
     SelfForcingDMD,
     SelfForcingTrainer,
+    Sharded,
     call_counts,
     make_config,
     text_dicts,
@@ -110,6 +112,44 @@ class TestWrappedLoss:
         assert log["msm_lambda"] == lam
         expected = host_grad.double() + lam * torch.from_numpy(ref_grad)
         torch.testing.assert_close(grad.double(), expected, rtol=1e-5, atol=1e-8)
+
+    @pytest.mark.parametrize("host", sorted(HOSTS))
+    @pytest.mark.parametrize("wrap_first", [False, True], ids=["fsdp_then_msm", "msm_then_fsdp"])
+    def test_bf16_predictions_of_fsdp_like_wrapped_scores_are_scored_in_float64(self, host, wrap_first):
+        # Upstream wraps the score networks in FSDP (bf16 MixedPrecision) after building the DMD:
+        # the capture hooks must see the outer modules whichever came first, and MSM's small
+        # frame differences must be formed in float64 from the bf16 predictions, not in bf16.
+        lam = 0.7
+        dmd = HOSTS[host](make_config(fake_guidance_scale=1.5))
+        x0, mask = _video().bfloat16(), _mask(host, dmd)
+
+        def shard():
+            dmd.real_score, dmd.fake_score = (Sharded(m, torch.bfloat16) for m in (dmd.real_score, dmd.fake_score))
+
+        shard()
+        host_loss, _, host_grad, _ = _run_loss(dmd, x0, mask)
+        dmd.real_score, dmd.fake_score = dmd.real_score.module, dmd.fake_score.module
+        if wrap_first:
+            wrap_trainer(dmd, lam=lam)
+            shard()
+        else:
+            shard()
+            wrap_trainer(dmd, lam=lam)
+        loss, log, grad, seen = _run_loss(dmd, x0, mask)
+
+        real, fake = _reference_predictions(dmd, seen[0]["noisy_image_or_video"], seen[0]["timestep"])
+        assert real.dtype == np.float64 and seen[0]["noisy_image_or_video"].dtype != torch.bfloat16
+        ref_loss, ref_grad = msm_reference(x0.double().numpy(), real, fake, counted=_counted_pairs(mask))
+        assert log["msm_loss"].dtype == torch.float64
+        assert log["msm_loss"].item() == pytest.approx(ref_loss, rel=1e-9)
+        assert loss.item() == pytest.approx(host_loss.item() + lam * ref_loss, rel=1e-9)
+        # x.grad is bf16 (the generator's dtype): each term is rounded to bf16 (unit roundoff 2^-8)
+        # before they are summed in bf16, so the error is at most 2^-7 (|host| + lam |msm|).
+        assert grad.dtype == torch.bfloat16
+        msm_grad = lam * torch.from_numpy(ref_grad)
+        bound = 2**-7 * (host_grad.double().abs() + msm_grad.abs())
+        assert ((grad.double() - (host_grad.double() + msm_grad)).abs() <= bound).all()
+        assert msm_grad.abs().max() > 2**-4 * host_grad.double().abs().max()  # MSM really moved it
 
     @pytest.mark.parametrize("host", sorted(HOSTS))
     def test_log_dict_keeps_every_host_key_and_adds_msm_keys(self, host):
@@ -248,6 +288,16 @@ class TestWrapTrainer:
             wrap_trainer(dmd, lam=0.9)
         _, log, _, _ = _run_loss(dmd, _video(), None)
         assert log["msm_lambda"] == 0.9 and log["msm_loss"].item() == pytest.approx(ref_none, rel=1e-9)
+
+    def test_omegaconf_trainer_config_of_self_forcing(self):
+        # Self-Forcing keeps an OmegaConf.merge result as trainer.config, not a dict.
+        config = OmegaConf.create(make_config(extra_losses=["msm"], msm={"lam": 0.3, "order": 2}))
+        trainer = wrap_trainer(SelfForcingTrainer(config))
+        dmd = trainer.model
+        _, log, _, seen = _run_loss(dmd, _video(), None)
+        real, fake = _reference_predictions(dmd, seen[0]["noisy_image_or_video"], seen[0]["timestep"])
+        ref_loss, _ = msm_reference(_video().numpy(), real, fake, order=2)
+        assert log["msm_lambda"] == 0.3 and log["msm_loss"].item() == pytest.approx(ref_loss, rel=1e-9)
 
     def test_apply_extra_losses_is_a_no_op_without_extra_losses(self):
         dmd = CausVidDMD(make_config())
