@@ -138,7 +138,8 @@ def _type_ok(value: Any, accepted: Tuple[type, ...]) -> bool:
     return isinstance(value, accepted)
 
 
-def _check_options(name: str, options: Mapping[str, Any]) -> None:
+def _check_options(name: str, options: Mapping[str, Any], *, check_types: bool = True) -> None:
+    """Option names against the factory's signature and, with ``check_types``, value types."""
     schema, any_keyword = _option_schema(get_loss(name))
     for key, value in options.items():
         if not isinstance(key, str):
@@ -151,6 +152,8 @@ def _check_options(name: str, options: Mapping[str, Any]) -> None:
             raise ValueError(
                 f"unknown option `{name}.{key}`{hint} Options of extra loss {name!r}: {', '.join(schema)}"
             )
+        if not check_types:
+            continue
         accepted = schema[key]
         if accepted is not None and _CodeOnly in accepted and not _type_ok(value, accepted):
             raise TypeError(
@@ -186,7 +189,8 @@ def parse_extra_losses(config: Any, overrides: Optional[Mapping[str, Mapping[str
         config: the host config (dict, OmegaConf ``DictConfig``, namespace) or None.
         overrides: ``{loss name: options}`` given in code (e.g. by ``wrap_trainer(lam=...)``);
             they are merged over the config's section and the loss is added if not listed.
-            Code-given values are checked by the loss factory itself (they may be callables).
+            Their option names are checked like the config's; their values by the loss factory
+            itself (code may pass callables).
 
     Returns:
         One :class:`ExtraLossConfig` per loss, in the config's order; ``[]`` when none is listed.
@@ -227,8 +231,10 @@ def parse_extra_losses(config: Any, overrides: Optional[Mapping[str, Mapping[str
     if duplicates:
         raise ValueError(f"`{EXTRA_LOSSES_KEY}` lists {duplicates} more than once")
     names = list(names) + [n for n in overrides if n not in names]
-    for name in overrides:
-        get_loss(name)  # unknown code-given names fail here, listing the known ones
+    for name, options in overrides.items():
+        # An unknown code-given loss fails here listing the known ones, a misspelt option with the
+        # same hint as in a config; the values are left to the factory (code may pass callables).
+        _check_options(name, options, check_types=False)
     orphans = [n for n in known if n in cfg and n not in names]
     if orphans:
         raise ValueError(

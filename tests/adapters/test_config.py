@@ -92,6 +92,15 @@ def test_unknown_code_given_loss_lists_known_ones():
         parse_extra_losses({}, overrides={"nope": {}})
 
 
+def test_code_given_options_get_the_same_name_and_lam_checks_and_the_factory_checks_values():
+    with pytest.raises(ValueError, match=r"unknown option `msm.lamda`; did you mean `lam`\?"):
+        parse_extra_losses({}, overrides={"msm": {"lamda": 0.5}})
+    with pytest.raises(ValueError, match=r"option `msm.lam` should be finite and >= 0, got -1"):
+        parse_extra_losses({}, overrides={"msm": {"lam": -1}})
+    with pytest.raises(ValueError, match=r"invalid options for extra loss 'msm': `order` should be a positive integer"):
+        build_extra_losses({}, overrides={"msm": {"order": 0}})
+
+
 def test_a_dotted_path_value_is_never_imported(monkeypatch):
     imported = []
     monkeypatch.setattr("importlib.import_module", lambda name, *a: imported.append(name))

@@ -417,6 +417,16 @@ class TestCaptureFailures:
             wrap_trainer(dmd, lam=1.0)
         assert not is_wrapped(dmd) and "_msm_plugin_patches" not in vars(dmd)
 
+    @pytest.mark.parametrize(
+        "options, error, match",
+        [({"lamda": 1.0}, ValueError, "did you mean `lam`"), ({"lam": -1.0}, ValueError, "should be finite and >= 0")],
+    )
+    def test_bad_code_given_options_are_refused_before_any_change(self, options, error, match):
+        dmd = CausVidDMD(make_config())
+        with pytest.raises(error, match=match):
+            wrap_trainer(dmd, **options)
+        assert not is_wrapped(dmd) and "_msm_plugin_patches" not in vars(dmd)
+
     def test_wrap_dmd_refuses_unbuilt_losses(self):
         with pytest.raises(TypeError, match="expected built extra losses"):
             wrap_dmd(CausVidDMD(make_config()), [get_loss("msm")])
