@@ -78,6 +78,13 @@ class TestReadVideo:
         with pytest.raises(ValueError, match=r"cannot decode .*bad.mp4 \(.*imageio: "):
             read_video(tmp_path / "bad.mp4")
 
+    def test_decoded_frames_of_an_unknown_layout(self, tmp_path, monkeypatch):
+        path = tmp_path / "clip.mp4"
+        path.write_bytes(b"decoded by the patched reader")
+        monkeypatch.setattr(video_io, "_read_imageio", lambda p: np.zeros((2, 4, 4, 5), np.uint8))
+        with pytest.raises(ValueError, match=r"imageio: ValueError: expected frames \[F, H, W\] or \[F, H, W, C\] from .*clip.mp4, got shape \(2, 4, 4, 5\)"):
+            read_video(path, backend="imageio")
+
     def test_missing_file(self, tmp_path):
         with pytest.raises(ValueError, match="cannot read .*gone.mp4: no such file"):
             read_video(tmp_path / "gone.mp4")

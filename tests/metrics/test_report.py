@@ -29,6 +29,17 @@ class TestMotionMetrics:
             assert m[key] == 0.0, key
         assert m["static_fraction"] == 1.0
 
+    def test_energy_ratio_and_static_fraction_hand_computed(self):
+        # A fade 0.2, 0.3, 0.5 (motion 0.15, appearance 1/3) and a still 0.4 video (motion 0):
+        # ratio of set means 0.075 / ((1/3 + 0.4) / 2); one of the two videos is static.
+        fade = torch.tensor([0.2, 0.3, 0.5]).view(3, 1, 1, 1).expand(3, 3, 4, 4)
+        videos = torch.stack([fade, torch.full((3, 3, 4, 4), 0.4)])
+        m = motion_metrics(videos)
+        assert m["motion_energy"] == pytest.approx(0.075, rel=1e-6)
+        assert m["energy_ratio"] == pytest.approx(0.075 / ((1 / 3 + 0.4) / 2), rel=1e-6)
+        assert m["static_fraction"] == 0.5
+        assert motion_metrics(videos, static_threshold=0.2)["static_fraction"] == 1.0
+
     def test_square_at_constant_velocity(self, moving_square):
         m = motion_metrics(moving_square([4 + 2 * f for f in range(6)]))
         assert m["flow_peak"] == pytest.approx(2.0, abs=0.1)
