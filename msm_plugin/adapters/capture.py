@@ -26,10 +26,26 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CAUSVID_PRED_KEYS", "Predictions", "ScoreCapture", "predictions_from_log"]
+__all__ = ["CAUSVID_PRED_KEYS", "SCORE_ROLES", "Predictions", "ScoreCapture", "check_score_modules", "predictions_from_log"]
 
 #: Log keys through which CausVid's ``_compute_kl_grad`` exposes its predictions.
 CAUSVID_PRED_KEYS = ("dmdtrain_pred_real_image", "dmdtrain_pred_fake_image")
+#: The DMD attributes holding the score networks that :class:`ScoreCapture` hooks.
+SCORE_ROLES = ("real_score", "fake_score")
+
+
+def check_score_modules(dmd: Any) -> None:
+    """Raise TypeError unless ``dmd.real_score`` and ``dmd.fake_score`` are ``nn.Module`` s (hooks go on them).
+
+    Example:
+        >>> check_score_modules(object())
+        Traceback (most recent call last):
+        ...
+        TypeError: expected the DMD object to have an nn.Module `real_score`, got None
+    """
+    for role in SCORE_ROLES:
+        if not isinstance(getattr(dmd, role, None), nn.Module):
+            raise TypeError(f"expected the DMD object to have an nn.Module `{role}`, got {getattr(dmd, role, None)!r}")
 
 
 @dataclass(frozen=True)
@@ -107,12 +123,8 @@ class ScoreCapture:
         ([7.0, 7.0], [3.0, 3.0])
     """
 
-    ROLES = ("real_score", "fake_score")
-
     def __init__(self, dmd: Any, conditional_dict: Any, unconditional_dict: Any) -> None:
-        for role in self.ROLES:
-            if not isinstance(getattr(dmd, role, None), nn.Module):
-                raise TypeError(f"expected the DMD object to have an nn.Module `{role}`, got {getattr(dmd, role, None)!r}")
+        check_score_modules(dmd)
         self.dmd = dmd
         self.branches = {id(conditional_dict): "cond", id(unconditional_dict): "uncond"}
         self.outputs: Dict[Tuple[str, str], Any] = {}
@@ -140,7 +152,7 @@ class ScoreCapture:
         return hook
 
     def __enter__(self) -> "ScoreCapture":
-        for role in self.ROLES:
+        for role in SCORE_ROLES:
             module = getattr(self.dmd, role)
             self._handles.append(module.register_forward_hook(self._hook(role), with_kwargs=True))
         return self

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from msm_plugin.adapters.capture import Predictions, ScoreCapture, predictions_from_log
+from msm_plugin.adapters.capture import Predictions, ScoreCapture, check_score_modules, predictions_from_log
 from msm_plugin.adapters.hooks import patch_method, unpatch_method
 from msm_plugin.registry import ExtraLoss, LossContext, compose
 
@@ -63,6 +63,8 @@ def check_dmd(dmd: Any) -> None:
             "expected a DMD object (CausVid's causvid.dmd.DMD or Self-Forcing's model.dmd.DMD) with "
             f"{', '.join(_REQUIRED)}; {type(dmd).__name__} lacks {', '.join(missing)}"
         )
+    # Checked here, not at the first training step: every _compute_kl_grad call hooks them.
+    check_score_modules(dmd)
     # The wrapper finds the generator output and the mask by name, as both hosts call them.
     params = inspect.signature(dmd.compute_distribution_matching_loss).parameters
     if "image_or_video" not in params:

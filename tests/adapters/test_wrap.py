@@ -427,6 +427,13 @@ class TestCaptureFailures:
             wrap_trainer(dmd, **options)
         assert not is_wrapped(dmd) and "_msm_plugin_patches" not in vars(dmd)
 
+    def test_score_networks_that_are_not_modules_are_refused_at_wrap_time(self):
+        dmd = CausVidDMD(make_config())
+        object.__setattr__(dmd, "real_score", lambda **kwargs: kwargs["noisy_image_or_video"])
+        with pytest.raises(TypeError, match="expected the DMD object to have an nn.Module `real_score`, got <function"):
+            wrap_trainer(dmd, lam=1.0)
+        assert not is_wrapped(dmd) and "_msm_plugin_patches" not in vars(dmd)
+
     def test_wrap_dmd_refuses_unbuilt_losses(self):
         with pytest.raises(TypeError, match="expected built extra losses"):
             wrap_dmd(CausVidDMD(make_config()), [get_loss("msm")])
