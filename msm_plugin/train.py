@@ -2,7 +2,7 @@
 
 Drop-in for ``causvid/train_distillation.py``, with the same flags, under torchrun::
 
-    torchrun --nproc_per_node 8 -m msm_plugin.train --config_path examples/configs/causvid_stage1_msm.yaml
+    torchrun --nproc_per_node 8 -m msm_plugin.train --config_path examples/configs/causvid_wan_stage1_msm.yaml
 
 Order of events (the config is checked before anything is built or written):
 

@@ -42,3 +42,12 @@ def test_stage3_with_a_causal_teacher_meets_the_strict_error_or_needs_pairs():
         parse_extra_losses(config)
     config.msm.timestep_policy = "pairs"
     assert parse_extra_losses(config)[0].options["timestep_policy"] == "pairs"
+
+
+def test_config_paths_named_in_the_launcher_docs_exist():
+    import re
+
+    from msm_plugin import train
+
+    named = re.findall(r"examples/configs/([\w.]+\.yaml)", train.__doc__)
+    assert named and all((CONFIGS / name).is_file() for name in named), named
