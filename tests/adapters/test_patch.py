@@ -1,0 +1,54 @@
+"""patches/causvid-extra-losses.patch: well-formed, small, one upstream file, and every plugin name it
+adds exists. (That it applies with ``git apply`` to CausVid ``ca21150`` was checked against the
+upstream sources, which CI does not have.)"""
+
+import importlib
+import re
+from pathlib import Path
+
+PATCH = Path(__file__).resolve().parents[2] / "patches" / "causvid-extra-losses.patch"
+HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+def _hunks(text):
+    """``[(old_count, new_count, lines)]`` of a unified diff, as git apply reads the headers."""
+    hunks, current = [], None
+    for line in text.splitlines():
+        match = HUNK.match(line)
+        if match:
+            old, new = int(match[2] or 1), int(match[4] or 1)
+            current = (old, new, [])
+            hunks.append(current)
+        elif current is not None and line[:1] in (" ", "+", "-", ""):
+            current[2].append(line)
+    return hunks
+
+
+def test_patch_is_well_formed_small_and_touches_only_train_distillation():
+    text = PATCH.read_text()
+    files = re.findall(r"^diff --git a/(\S+) b/(\S+)$", text, flags=re.M)
+    assert files == [("causvid/train_distillation.py", "causvid/train_distillation.py")]
+    hunks = _hunks(text)
+    assert hunks
+    for old, new, lines in hunks:
+        # A wrong count in a hunk header is what makes `git apply` call a patch corrupt.
+        assert old == sum(line[:1] in (" ", "-", "") for line in lines)
+        assert new == sum(line[:1] in (" ", "+", "") for line in lines)
+    added = [line for _, _, lines in hunks for line in lines if line.startswith("+")]
+    removed = [line for _, _, lines in hunks for line in lines if line.startswith("-")]
+    assert removed == [] and 0 < len(added) <= 20
+
+
+def test_every_plugin_name_the_patch_adds_exists():
+    added = [line[1:] for line in PATCH.read_text().splitlines() if line.startswith("+") and not line.startswith("+++")]
+    imported = {}
+    for line in added:
+        match = re.match(r"\s*from (msm_plugin[\w.]*) import (.+)$", line)
+        if match:
+            module = importlib.import_module(match[1])
+            for name in (n.strip() for n in match[2].split(",")):
+                imported[name] = getattr(module, name)
+    assert set(imported) == {"apply_extra_losses", "pop_extra_logs", "build_extra_losses"}
+    calls = {name for line in added for name in re.findall(r"(\w+)\(", line)}
+    assert {"apply_extra_losses", "pop_extra_logs", "build_extra_losses"} <= calls
+    assert all(callable(f) for f in imported.values())
