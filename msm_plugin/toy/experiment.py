@@ -213,6 +213,7 @@ def run_experiment(config: ExperimentConfig, cache_dir=None, progress: bool = Tr
             "cached": teacher_info["cached"],
             "path": teacher_info["path"],
             "train_seconds": teacher_info["train_seconds"],
+            "initial_loss": teacher_info["loss_curve"][0][1],
             "final_loss": teacher_info["loss_curve"][-1][1],
             "sample_seconds": teacher_sample_seconds,
             "to_data": motion_metrics_pair(teacher_videos, data_videos),

@@ -13,9 +13,11 @@ Full mode copies the teacher into the generator and the critic (three networks).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
+import warnings
 from typing import Optional
 
 import torch
@@ -151,7 +153,11 @@ class ToyTrainer:
                 init_kwargs={"wandb": {"name": config.wandb_name}},
             )
         device = self.accelerator.device
-        torch.manual_seed(int(config.seed))
+        # Each trainer owns its RNG stream (saved and restored around every step), so runs are
+        # reproducible even when several trainers are interleaved in one process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(config.seed))
+            self._rng_state = torch.get_rng_state()
         self.text_encoder = copy.deepcopy(text_encoder).to(device).requires_grad_(False)
 
         if config.lora:
@@ -178,6 +184,15 @@ class ToyTrainer:
         self._prompt_rng = torch.Generator().manual_seed(int(config.seed) + 1)
         self._prompt_digest = hashlib.sha256()
 
+    @contextlib.contextmanager
+    def _own_rng(self):
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._rng_state)
+            try:
+                yield
+            finally:
+                self._rng_state = torch.get_rng_state()
+
     @property
     def prompt_digest(self) -> str:
         """Hash of every prompt label drawn so far: equal digests = the same prompts in the same order."""
@@ -189,7 +204,10 @@ class ToyTrainer:
         shared = copy.deepcopy(teacher).to(device).requires_grad_(False)
         for name in ("generator", "critic"):
             lora = LoraConfig(r=int(self.config.lora_rank), lora_alpha=int(self.config.lora_rank), target_modules=LORA_TARGETS)
-            inject_adapter_in_model(lora, shared.model, adapter_name=name)
+            with warnings.catch_warnings():
+                # peft warns on the second adapter of a model; two adapters are the point here.
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                inject_adapter_in_model(lora, shared.model, adapter_name=name)
         _activate_adapter(shared, None)
         self.shared_score = shared
         return _AdapterScore(shared, "generator"), _AdapterScore(shared, None), _AdapterScore(shared, "critic")
@@ -229,7 +247,12 @@ class ToyTrainer:
         return labels, self.text_encoder(labels), self.text_encoder.null(batch_size)
 
     def train_one_step(self) -> dict:
-        """One critic update, plus a generator update every ``dfake_gen_update_ratio`` steps.
+        """One critic update, plus a generator update every ``dfake_gen_update_ratio`` steps (see :meth:`_step`)."""
+        with self._own_rng():
+            return self._step()
+
+    def _step(self) -> dict:
+        """The step itself, on this trainer's RNG stream.
 
         Returns float logs: ``critic_loss``, ``critic_grad_norm`` and, on generator steps,
         ``generator_loss``, ``generator_grad_norm``, ``dmdtrain_gradient_norm`` plus any scalar
@@ -250,7 +273,7 @@ class ToyTrainer:
             self.accelerator.backward(loss)
             grad_norm = self.accelerator.clip_grad_norm_(self._gen_params, float(self.config.max_grad_norm))
             self.generator_optimizer.step()
-            logs["generator_loss"] = float(loss)
+            logs["generator_loss"] = float(loss.detach())
             logs["generator_grad_norm"] = float(grad_norm)
             for key, value in log_dict.items():
                 if isinstance(value, torch.Tensor) and value.numel() == 1:
@@ -263,7 +286,7 @@ class ToyTrainer:
         self.accelerator.backward(critic_loss)
         critic_norm = self.accelerator.clip_grad_norm_(self._critic_params, float(self.config.max_grad_norm))
         self.critic_optimizer.step()
-        logs["critic_loss"] = float(critic_loss)
+        logs["critic_loss"] = float(critic_loss.detach())
         logs["critic_grad_norm"] = float(critic_norm)
         if self.config.wandb:
             self.accelerator.log(logs, step=self.step)
@@ -276,7 +299,8 @@ class ToyTrainer:
     def generate(self, labels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Generator samples ``[B, F, C, H, W]`` for class ``labels`` [B] from ``noise``."""
         device = self.accelerator.device
-        return self.distillation_model.generate(noise.to(device), self.text_encoder(labels.to(device))).float().cpu()
+        with self._own_rng():
+            return self.distillation_model.generate(noise.to(device), self.text_encoder(labels.to(device))).float().cpu()
 
     def finish(self) -> None:
         """Close trackers (wandb) if any were started."""
