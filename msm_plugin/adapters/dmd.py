@@ -42,8 +42,10 @@ _REQUIRED = WRAPPED_METHODS + ("real_score", "fake_score", "real_guidance_scale"
 @dataclass
 class _State:
     losses: Tuple[ExtraLoss, ...]
-    # Predictions of each _compute_kl_grad call made during the current loss call.
-    calls: List[Predictions] = field(default_factory=list)
+    # Predictions of each _compute_kl_grad call made during the current loss call; None outside
+    # one, so that a host calling _compute_kl_grad for anything else neither is hooked nor piles
+    # up tensors here.
+    calls: Optional[List[Predictions]] = None
     # Scalar logs the extra losses added at the last generator step (for wandb, see pop_extra_logs).
     last_logs: Dict[str, float] = field(default_factory=dict)
 
@@ -88,6 +90,8 @@ def _arguments(method: Callable, args: tuple, kwargs: dict) -> Dict[str, Any]:
 def _kl_grad_wrapper(dmd: Any, state: _State) -> Callable[[Callable], Callable]:
     def make(original: Callable) -> Callable:
         def _compute_kl_grad(*args: Any, **kwargs: Any):
+            if state.calls is None:
+                return original(*args, **kwargs)
             arguments = _arguments(original, args, kwargs)
             with ScoreCapture(dmd, arguments.get("conditional_dict"), arguments.get("unconditional_dict")) as capture:
                 grad, log = original(*args, **kwargs)
@@ -121,9 +125,11 @@ def _loss_wrapper(state: _State) -> Callable[[Callable], Callable]:
             arguments = _arguments(original, args, kwargs)
             generated = arguments["image_or_video"]
             gradient_mask = arguments.get("gradient_mask")
-            state.calls.clear()
-            host_loss, host_logs = original(*args, **kwargs)
-            calls, state.calls = list(state.calls), []
+            state.calls = []
+            try:
+                host_loss, host_logs = original(*args, **kwargs)
+            finally:
+                calls, state.calls = state.calls, None
             if len(calls) != 1:
                 raise RuntimeError(
                     f"expected the host's compute_distribution_matching_loss to call _compute_kl_grad once, "

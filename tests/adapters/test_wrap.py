@@ -396,6 +396,18 @@ class TestCaptureFailures:
         with pytest.raises(RuntimeError, match="called it 0 times"):
             dmd.compute_distribution_matching_loss(_video(), *text_dicts())
 
+    @pytest.mark.parametrize("host", sorted(HOSTS))
+    def test_compute_kl_grad_outside_the_loss_is_the_host_s_and_keeps_nothing(self, host):
+        dmd = wrap_trainer(HOSTS[host](make_config()), lam=1.0)
+        x, t = _video(), torch.full(SHAPE[:2], 500.0)
+        grad, log = dmd._compute_kl_grad(x, x, t, *text_dicts())
+        plain_grad, plain_log = type(dmd)._compute_kl_grad(dmd, x, x, t, *text_dicts())
+        assert torch.equal(grad, plain_grad) and log.keys() == plain_log.keys()
+        assert vars(dmd)["_msm_plugin_state"].calls is None
+        assert not dmd.real_score._forward_hooks and not dmd.fake_score._forward_hooks
+        _run_loss(dmd, x, _mask(host, dmd))  # the next loss call still finds exactly one call
+        assert vars(dmd)["_msm_plugin_state"].calls is None
+
     def test_host_log_with_dmd_loss_key_is_refused(self):
         dmd = CausVidDMD(make_config())
         original = dmd.compute_distribution_matching_loss
