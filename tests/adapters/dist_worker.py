@@ -1,13 +1,14 @@
-"""Worker for the 2-process test: one rank of a gloo/CPU data-parallel DMD+MSM generator step.
+"""Worker for the 2-process test: one rank of a gloo/CPU FSDP data-parallel DMD+MSM generator step.
 
 Run by ``torch.multiprocessing.spawn`` from ``test_distributed.py``; importing it does nothing.
 """
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
 from msm_plugin.adapters import wrap_trainer
-from tests.adapters.standins import SHAPE, CausVidDMD, SelfForcingDMD, Sharded, make_config, text_dicts
+from tests.adapters.standins import SHAPE, CausVidDMD, SelfForcingDMD, make_config, text_dicts
 
 HOSTS = {"causvid": CausVidDMD, "self_forcing": SelfForcingDMD}
 
@@ -18,12 +19,16 @@ LAM = 0.8
 def generator_step(host, samples, distributed=False):
     """One wrapped generator_loss + backward on the given sample indices.
 
-    Returns the loss, the msm_loss log and the generator's gradients (averaged over ranks when
-    ``distributed``).
+    With ``distributed``, the generator and both score networks are wrapped in FSDP (as upstream
+    CausVid's Trainer does, before the plugin wraps the DMD), which averages the gradients over
+    ranks. Returns the loss, the msm_loss log and the generator's full (unsharded) gradients.
     """
     dmd = HOSTS[host](make_config(fake_guidance_scale=1.0))
-    if distributed:  # like upstream's FSDP: wrappers replace the DMD's networks before training
-        dmd.generator, dmd.real_score, dmd.fake_score = (Sharded(m) for m in (dmd.generator, dmd.real_score, dmd.fake_score))
+    if distributed:
+        dmd.generator, dmd.real_score, dmd.fake_score = (
+            FSDP(m, device_id=torch.device("cpu"), use_orig_params=True)
+            for m in (dmd.generator, dmd.real_score, dmd.fake_score)
+        )
     wrap_trainer(dmd, lam=LAM)
     dmd.sample_seeds = list(samples)
     cond, uncond = text_dicts(batch=BATCH)
@@ -32,13 +37,11 @@ def generator_step(host, samples, distributed=False):
     shape = [len(samples), *SHAPE[1:]]
     loss, log = dmd.generator_loss(shape, cond, uncond, None)
     loss.backward()
-    grads = [p.grad.detach().clone() for p in dmd.generator.parameters()]
     if distributed:
-        # What DDP/FSDP do to gradients: average over ranks. (DistributedDataParallel itself would
-        # import torch._dynamo, ~3 s per process, for the same all-reduce.)
-        for grad in grads:
-            dist.all_reduce(grad)
-            grad /= dist.get_world_size()
+        with FSDP.summon_full_params(dmd.generator, with_grads=True):
+            grads = [p.grad.detach().clone() for p in dmd.generator.parameters()]
+    else:
+        grads = [p.grad.detach().clone() for p in dmd.generator.parameters()]
     return loss.detach(), log["msm_loss"].detach(), grads
 
 

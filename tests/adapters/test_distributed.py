@@ -1,4 +1,4 @@
-"""Two gloo/CPU data-parallel processes give the single-process loss and generator gradients."""
+"""Two gloo/CPU processes with FSDP-wrapped networks give the single-process loss and generator gradients."""
 
 import torch
 import torch.multiprocessing as mp
