@@ -302,8 +302,10 @@ class TestWrapTrainer:
     def test_apply_extra_losses_is_a_no_op_without_extra_losses(self):
         dmd = CausVidDMD(make_config())
         apply_extra_losses(dmd)
-        assert not is_wrapped(dmd)
-        apply_extra_losses(CausVidDMD(make_config(extra_losses=["msm"])))
+        assert not is_wrapped(dmd) and "_msm_plugin_patches" not in vars(dmd)
+        listed = apply_extra_losses(CausVidDMD(make_config(extra_losses=["msm"], msm={"lam": 0.4})))
+        _, log, _, _ = _run_loss(listed, _video(), None)
+        assert is_wrapped(listed) and log["msm_lambda"] == 0.4
 
     def test_wrapping_twice_replaces_instead_of_stacking(self):
         dmd = CausVidDMD(make_config())
