@@ -18,7 +18,9 @@ __all__ = [
     "appearance_energy",
     "energy_ratio",
     "motion_energy",
+    "ratio_of_means",
     "static_fraction",
+    "static_share",
 ]
 
 # Half an 8-bit grey level: far above what H.264 leaves on a still shot (< 1e-5 measured on
@@ -83,9 +85,20 @@ def energy_ratio(videos) -> float:
     >>> round(energy_ratio(x), 6)
     0.333333
     """
-    appearance = float(appearance_energy(videos).mean())
-    motion = float(motion_energy(videos).mean())
-    return motion / appearance if appearance > 0 else 0.0
+    return ratio_of_means(motion_energy(videos), appearance_energy(videos))
+
+
+def ratio_of_means(motion: np.ndarray, appearance: np.ndarray) -> float:
+    """``mean(motion) / mean(appearance)``, 0 when the appearance is all black.
+
+    The arithmetic of :func:`energy_ratio` on energies already computed (``[N, F - 1]`` and
+    ``[N, F]``), so a caller that has them does not read the videos again.
+
+    >>> ratio_of_means(np.array([[0.1]]), np.array([[0.2, 0.6]]))
+    0.25
+    """
+    mean_appearance = float(appearance.mean())
+    return float(motion.mean()) / mean_appearance if mean_appearance > 0 else 0.0
 
 
 def static_fraction(videos, threshold: float = DEFAULT_STATIC_THRESHOLD) -> float:
@@ -108,5 +121,13 @@ def static_fraction(videos, threshold: float = DEFAULT_STATIC_THRESHOLD) -> floa
     """
     if not threshold > 0:
         raise ValueError(f"`threshold` should be positive, got {threshold}")
-    per_video = motion_energy(videos).mean(axis=1)
-    return float((per_video < threshold).mean())
+    return static_share(motion_energy(videos), threshold)
+
+
+def static_share(motion: np.ndarray, threshold: float) -> float:
+    """The arithmetic of :func:`static_fraction` on motion energies ``[N, F - 1]`` already computed.
+
+    >>> static_share(np.array([[0.0, 0.0], [0.1, 0.3]]), 0.01)
+    0.5
+    """
+    return float((motion.mean(axis=1) < threshold).mean())

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ._checks import as_videos
-from .energy import DEFAULT_STATIC_THRESHOLD, appearance_energy, energy_ratio, static_fraction
+from .energy import DEFAULT_STATIC_THRESHOLD, appearance_energy, ratio_of_means, static_share
 from .features import appearance_features, extractor_features, motion_features
 from .flow import dynamic_degree, flow_statistics
 from .frechet import frechet_distance
@@ -64,14 +64,15 @@ def _measure(videos: np.ndarray, static_threshold: float) -> tuple[dict[str, flo
     """Per-set scalars and the samples/features that distances are computed from."""
     n, f, _, h, w = videos.shape
     speed = speed_samples(videos)
+    appearance = appearance_energy(videos)
     flow = flow_statistics(videos)
     has_triples = f >= 3
     accel = acceleration_samples(videos) if has_triples else np.empty((n, 0))
     scalars = {
         "motion_energy": float(speed.mean()),
-        "appearance_energy": float(appearance_energy(videos).mean()),
-        "energy_ratio": energy_ratio(videos),
-        "static_fraction": static_fraction(videos, static_threshold),
+        "appearance_energy": float(appearance.mean()),
+        "energy_ratio": ratio_of_means(speed, appearance),
+        "static_fraction": static_share(speed, static_threshold),
         "speed_std": float(speed.std()),
         "speed_p50": _quantile(speed, 0.5),
         "speed_p90": _quantile(speed, 0.9),
