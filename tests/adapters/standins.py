@@ -96,8 +96,8 @@ class _BaseDMD(nn.Module):
         self.device = torch.device(device)
         self.dtype = torch.float32
         self.num_train_timestep = _get(args, "num_train_timestep")
-        self.min_step = int(0.02 * self.num_train_timestep)
-        self.max_step = int(0.98 * self.num_train_timestep)
+        # Score timesteps are clamped to the middle 96 % of the schedule, as both hosts document.
+        self.min_step, self.max_step = (int(share * self.num_train_timestep) for share in (0.02, 0.98))
         self.real_guidance_scale = _get(args, "real_guidance_scale")
         self.timestep_shift = _get(args, "timestep_shift", 1.0)
         self.num_frame_per_block = _get(args, "num_frame_per_block", 1)
@@ -152,8 +152,8 @@ class _BaseDMD(nn.Module):
         b, f = image_or_video_shape[:2]
         noise = self._randn(image_or_video_shape, tag=1)
         index = self._process_timestep(self._randint(len(self.denoising_step_list), (b, f), tag=2), self.generator_task_type)
-        timestep = self.denoising_step_list[index]
-        return self._x0(self.generator(noisy_image_or_video=noise, conditional_dict=conditional_dict, timestep=timestep))
+        return self._x0(self.generator(
+            noisy_image_or_video=noise, conditional_dict=conditional_dict, timestep=self.denoising_step_list[index]))
 
     def critic_loss(self, image_or_video_shape, conditional_dict: dict, unconditional_dict: dict, clean_latent=None, **kwargs):
         with torch.no_grad():
