@@ -24,9 +24,9 @@ __all__ = [
     "DIRECTIONS",
     "DISPLAY_RANGE",
     "ToyDataConfig",
+    "appearance_to_motion_ratio",
     "condition_names",
     "make_videos",
-    "motion_to_appearance_ratio",
     "sample_labels",
     "to_unit_range",
 ]
@@ -185,11 +185,11 @@ def make_videos(labels: torch.Tensor, config: ToyDataConfig, generator: torch.Ge
     return video.contiguous()
 
 
-def motion_to_appearance_ratio(videos: torch.Tensor) -> float:
+def appearance_to_motion_ratio(videos: torch.Tensor) -> float:
     """``mean |x| / mean |x[f+1] - x[f]|`` over a batch ``[B, F, C, H, W]`` (eq. 7's ratio).
 
     >>> x = torch.zeros(1, 3, 1, 1, 1); x[0, :, 0, 0, 0] = torch.tensor([1.0, 1.5, 2.0])
-    >>> motion_to_appearance_ratio(x)  # mean|x| = 1.5, mean|Dx| = 0.5
+    >>> appearance_to_motion_ratio(x)  # mean|x| = 1.5, mean|Dx| = 0.5
     3.0
     """
     if not isinstance(videos, torch.Tensor) or videos.ndim != 5 or videos.shape[1] < 2:

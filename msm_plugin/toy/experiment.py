@@ -15,16 +15,32 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from omegaconf import OmegaConf
 
-from msm_plugin.toy.data import ToyDataConfig, condition_names, make_videos, to_unit_range
+from msm_plugin.toy.data import (
+    ToyDataConfig,
+    appearance_to_motion_ratio,
+    condition_names,
+    make_videos,
+    to_unit_range,
+)
 from msm_plugin.toy.teacher import TeacherConfig, load_or_train_teacher, sample_with_cfg
 from msm_plugin.toy.trainer import ToyTrainer, make_trainer_config
 
-__all__ = ["ARM_DMD", "ARM_MSM", "ExperimentConfig", "arm_name", "per_frame_motion", "run_experiment", "summarise"]
+__all__ = [
+    "ARM_DMD",
+    "ARM_MSM",
+    "ExperimentConfig",
+    "arm_name",
+    "motion_metrics_pair",
+    "per_frame_motion",
+    "quick_config",
+    "run_experiment",
+    "summarise",
+]
 
 ARM_DMD = "dmd"
 ARM_MSM = "dmd+msm"
@@ -70,11 +86,11 @@ class ExperimentConfig:
     data: ToyDataConfig = field(default_factory=ToyDataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     seeds: tuple = (0, 1, 2)
-    iters: int = 400
+    iters: int = 300
     lam: float = 1.0
     sweep: tuple = ()
     msm_options: dict = field(default_factory=dict)
-    trainer: dict = field(default_factory=dict)
+    trainer: dict = field(default_factory=lambda: {"batch_size": 8})
     num_eval: int = 128
     video_seeds: int = 1
 
@@ -221,10 +237,7 @@ def run_experiment(config: ExperimentConfig, cache_dir=None, progress: bool = Tr
         },
         "data": {
             "per_frame_motion": per_frame_motion(to_unit_range(data_videos)),
-            "motion_to_appearance": float(
-                to_unit_range(data_videos).sub(0.5).abs().mean()
-                / (to_unit_range(data_videos)[:, 1:] - to_unit_range(data_videos)[:, :-1]).abs().mean()
-            ),
+            "appearance_over_motion": appearance_to_motion_ratio(data_videos),
         },
         "parameters": param_report,
         "runs": runs,
@@ -282,16 +295,11 @@ def summarise(runs: list) -> dict:
 def quick_config(**overrides) -> ExperimentConfig:
     """The ``--quick`` preset: a tiny, briefly trained teacher and short runs (< 2 min from scratch)."""
     base = dict(
-        teacher=TeacherConfig(train_steps=150, batch_size=16),
+        teacher=TeacherConfig(train_steps=100, batch_size=16),
         seeds=(0, 1),
-        iters=30,
-        num_eval=32,
+        iters=20,
+        num_eval=24,
         trainer={"batch_size": 8},
     )
     base.update(overrides)
     return ExperimentConfig(**base)
-
-
-def with_overrides(config: ExperimentConfig, **changes) -> ExperimentConfig:
-    """A copy of ``config`` with dataclass fields replaced (validated again)."""
-    return replace(config, **changes)

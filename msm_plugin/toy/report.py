@@ -179,7 +179,7 @@ def _plot_motion(result: dict, out: Path) -> Path:
     ax.set_xlabel("frame pair f → f+1")
     ax.set_ylabel("mean |x[f+1] − x[f]|  (videos in [0, 1])")
     ax.set_title("Per-frame motion magnitude")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
     path = out / "plots" / "motion_over_time.png"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,7 @@ class TeacherConfig:
     text_dim: int = 16
     freq_dim: int = 64
     patch_size: tuple = (1, 4, 4)
-    train_steps: int = 2000
+    train_steps: int = 1200
     batch_size: int = 32
     lr: float = 1e-3
     null_prob: float = 0.1

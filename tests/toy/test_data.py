@@ -9,7 +9,7 @@ from msm_plugin.toy.data import (
     ToyDataConfig,
     condition_names,
     make_videos,
-    motion_to_appearance_ratio,
+    appearance_to_motion_ratio,
     sample_labels,
     to_unit_range,
 )
@@ -41,7 +41,7 @@ def test_background_is_static_and_motion_is_subtle():
     # Far from the blob nothing changes: in every video some pixel never changes.
     largest_change = (x[:, 1:] - x[:, :-1]).abs().amax(dim=(1, 2))  # [B, H, W]
     assert float(largest_change.amin(dim=(1, 2)).max()) < 1e-3
-    assert motion_to_appearance_ratio(x) > 20  # eq. 7: motion energy far below appearance
+    assert appearance_to_motion_ratio(x) > 20  # eq. 7: motion energy far below appearance
 
 
 def test_same_generator_seed_same_videos():
@@ -83,4 +83,4 @@ def test_input_errors():
     with pytest.raises(ValueError, match=r"labels should lie in \[0, 8\), got range \[0, 8\]"):
         make_videos(torch.tensor([0, 8]), cfg)
     with pytest.raises(ValueError, match=r"expected a video tensor \[B, F, C, H, W\] with F >= 2, got \(1, 1, 3, 4, 4\)"):
-        motion_to_appearance_ratio(torch.zeros(1, 1, 3, 4, 4))
+        appearance_to_motion_ratio(torch.zeros(1, 1, 3, 4, 4))
