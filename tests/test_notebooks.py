@@ -1,9 +1,10 @@
 """The example notebooks: committed without outputs, and each runs top to bottom in quick mode.
 
-Every notebook is executed with nbclient in a ``python3`` kernel (jupyter_client starts it with
-this interpreter, so it sees this environment), with ``MSM_NOTEBOOK_QUICK=1``, its working
-directory and output folder in a pytest temporary directory, and one teacher cache shared by the
-three notebooks (the first one trains the quick teacher, the others load it).
+Every notebook is executed with nbclient in a ``python3`` kernel (jupyter_client replaces the
+kernelspec's ``python`` by this interpreter, so the kernel sees this environment), with
+``MSM_NOTEBOOK_QUICK=1`` and ``MSM_NOTEBOOK_THREADS=1``, its working directory and output folder
+in a pytest temporary directory, and one teacher cache (``MSM_DEMO_CACHE``) shared by the three
+notebooks: the first one trains the quick teacher, the others load it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import nbclient
 import nbformat
 import pytest
 
-
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "examples" / "notebooks"
 NOTEBOOKS = ["01_quickstart.ipynb", "02_motion_score_explained.ipynb", "03_dmd_vs_msm.ipynb"]
-# Kernel start, imports and the quick teacher's training fit well inside this on 2 busy cores.
+# Per cell; the slowest (the quick demo, or the quick teacher's training) takes under a minute on
+# one thread of a busy 2-core machine.
 CELL_TIMEOUT_S = 900
 
 # What each notebook must print (regular expressions over its text outputs), beyond running clean.
