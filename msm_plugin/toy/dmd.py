@@ -20,7 +20,7 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = ["TASK_TYPES", "ToyDMD"]
 
@@ -86,8 +86,7 @@ class ToyDMD(nn.Module):
             )
         self.denoising_step_list = torch.tensor(steps, dtype=torch.long, device=device)
         # Keep the score timesteps away from the ends, where x0 predictions are ill-conditioned.
-        self.min_step = int(0.02 * self.num_train_timestep)
-        self.max_step = int(0.98 * self.num_train_timestep)
+        self.min_step, self.max_step = (int(frac * self.num_train_timestep) for frac in (0.02, 0.98))
         self.real_guidance_scale = float(args.real_guidance_scale)
         self.timestep_shift = float(_cfg(args, "timestep_shift", 1.0))
         self.args = args
@@ -96,7 +95,7 @@ class ToyDMD(nn.Module):
         self.scheduler = generator.get_scheduler()
 
     # ----------------------------------------------------------------------------------- timesteps
-    def _process_timestep(self, timestep: torch.Tensor, type: str) -> torch.Tensor:
+    def _process_timestep(self, timestep: Tensor, type: str) -> Tensor:
         """Make ``timestep`` [B, F] equal over all frames (bidirectional) or within blocks (causal)."""
         if type == "image":
             if timestep.shape[1] != 1:
@@ -129,7 +128,7 @@ class ToyDMD(nn.Module):
     def _compute_kl_grad(
         self,
         noisy_image_or_video: torch.Tensor,
-        estimated_clean_image_or_video: torch.Tensor,
+        estimated_clean_image_or_video: Tensor,
         timestep: torch.Tensor,
         conditional_dict: dict,
         unconditional_dict: dict,
@@ -156,23 +155,23 @@ class ToyDMD(nn.Module):
             normalizer = (estimated_clean_image_or_video - pred_real).abs().mean(dim=(1, 2, 3, 4), keepdim=True)
             grad = grad / normalizer
         grad = torch.nan_to_num(grad)
-        return grad, {
-            "dmdtrain_clean_latent": estimated_clean_image_or_video.detach(),
-            "dmdtrain_noisy_latent": noisy_image_or_video.detach(),
-            "dmdtrain_pred_real_image": pred_real.detach(),
-            "dmdtrain_pred_fake_image": pred_fake.detach(),
-            "dmdtrain_gradient_norm": grad.abs().mean().detach(),
-            "timestep": timestep.detach(),
-        }
+        logs = dict(
+            dmdtrain_clean_latent=estimated_clean_image_or_video,
+            dmdtrain_noisy_latent=noisy_image_or_video,
+            dmdtrain_pred_real_image=pred_real,
+            dmdtrain_pred_fake_image=pred_fake,
+            dmdtrain_gradient_norm=grad.abs().mean(),
+            timestep=timestep,
+        )
+        return grad, {key: value.detach() for key, value in logs.items()}
 
     def compute_distribution_matching_loss(
         self, image_or_video: torch.Tensor, conditional_dict: dict, unconditional_dict: dict, gradient_mask=None
     ) -> Tuple[torch.Tensor, dict]:
         """The DMD loss on generator samples ``image_or_video`` [B, F, C, H, W] -> ``(loss, log_dict)``."""
-        batch_size, num_frame = image_or_video.shape[:2]
         with torch.no_grad():
             timestep = torch.randint(
-                0, self.num_train_timestep, (batch_size, num_frame), device=self.device, dtype=torch.long
+                0, self.num_train_timestep, tuple(image_or_video.shape[:2]), device=self.device, dtype=torch.long
             )
             timestep = self._shift_and_clamp(self._process_timestep(timestep, self.real_task_type))
             _, noisy = self._noise(image_or_video, timestep)
@@ -190,7 +189,7 @@ class ToyDMD(nn.Module):
         return 0.5 * F.mse_loss(x, target, reduction="mean"), log_dict
 
     @torch.no_grad()
-    def _consistency_backward_simulation(self, noise: torch.Tensor, conditional_dict: dict) -> torch.Tensor:
+    def _consistency_backward_simulation(self, noise: Tensor, conditional_dict: dict) -> Tensor:
         """Generator inputs at every step of ``denoising_step_list``, as the sampler would see them.
 
         Runs the few-step generator from ``noise`` (DMD2 sec. 4.5, consistency sampling): the
@@ -229,8 +228,8 @@ class ToyDMD(nn.Module):
         index = self._process_timestep(index, self.generator_task_type)
         pick = index[:, None, :, None, None, None].expand(-1, 1, -1, *shape[2:])
         noisy_input = simulated.gather(1, pick).squeeze(1)
-        timestep = self.denoising_step_list[index]
-        pred = self.generator(noisy_image_or_video=noisy_input, conditional_dict=conditional_dict, timestep=timestep)
+        step_t = self.denoising_step_list[index]
+        pred = self.generator(noisy_image_or_video=noisy_input, conditional_dict=conditional_dict, timestep=step_t)
         return pred.type_as(noisy_input), None
 
     def generator_loss(

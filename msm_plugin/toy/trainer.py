@@ -269,7 +269,7 @@ class ToyTrainer:
         if self.step % self.dfake_gen_update_ratio == 0:
             with self.accelerator.autocast():
                 loss, log_dict = dmd.generator_loss(shape, cond, uncond, clean)
-            self.generator_optimizer.zero_grad(set_to_none=True)
+            self.generator_optimizer.zero_grad()
             self.accelerator.backward(loss)
             grad_norm = self.accelerator.clip_grad_norm_(self._gen_params, float(self.config.max_grad_norm))
             self.generator_optimizer.step()
@@ -282,7 +282,7 @@ class ToyTrainer:
                     logs[key] = float(value)
         with self.accelerator.autocast():
             critic_loss, _ = dmd.critic_loss(shape, cond, uncond, clean)
-        self.critic_optimizer.zero_grad(set_to_none=True)
+        self.critic_optimizer.zero_grad()
         self.accelerator.backward(critic_loss)
         critic_norm = self.accelerator.clip_grad_norm_(self._critic_params, float(self.config.max_grad_norm))
         self.critic_optimizer.step()
