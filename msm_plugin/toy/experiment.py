@@ -191,7 +191,8 @@ def run_experiment(config: ExperimentConfig, cache_dir=None, progress: bool = Tr
             arm = arm_name(lam, config.lam)
             bar.set_description(f"{arm} seed {seed}")
             t0 = time.perf_counter()
-            trainer = ToyTrainer(make_trainer_config(**trainer_options, seed=seed), teacher, encoder, data)
+            options = {**trainer_options, "seed": seed, "wandb_name": f"{arm}-seed{seed}"}
+            trainer = ToyTrainer(make_trainer_config(**options), teacher, encoder, data)
             if lam > 0:
                 _wrap(trainer, lam, config.msm_options)
             param_report = param_report or trainer.parameter_report()
