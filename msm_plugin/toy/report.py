@@ -180,8 +180,13 @@ def _plot_motion(result: dict, out: Path) -> Path:
     ax.set_ylabel("mean |x[f+1] − x[f]|  (videos in [0, 1])")
     ax.set_title("Per-frame motion magnitude")
     ax.legend(fontsize=8, loc="center right")
+    return _save_figure(fig, out / "plots" / "motion_over_time.png")
+
+
+def _save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = out / "plots" / "motion_over_time.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -205,12 +210,7 @@ def _plot_tradeoff(result: dict, out: Path) -> Path:
     ax.set_xlabel("appearance FD → teacher (lower is better)")
     ax.set_ylabel("motion FD → teacher (lower is better)")
     ax.set_title("Appearance vs motion trade-off over λ")
-    fig.tight_layout()
-    path = out / "plots" / "tradeoff.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, out / "plots" / "tradeoff.png")
 
 
 def write_report(result: dict, out) -> dict:
