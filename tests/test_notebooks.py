@@ -124,21 +124,15 @@ def test_notebook_opens_with_an_intro_and_a_quick_switch(name):
     assert 'QUICK = os.environ.get("MSM_NOTEBOOK_QUICK", "1") != "0"' in params.source
 
 
-@pytest.fixture(scope="session")
-def notebook_cache(tmp_path_factory):
-    """One teacher cache for all notebooks: the quick teacher is trained once per session."""
-    return tmp_path_factory.mktemp("notebook-teacher-cache")
-
-
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_top_to_bottom_in_quick_mode(name, notebook_cache, tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom_in_quick_mode(name, toy_teacher_cache, tmp_path, monkeypatch):
     # The kernel inherits this environment: quick mode, the shared cache, outputs under tmp_path,
     # and the source tree importable even when the package is not installed.
     monkeypatch.setenv("MSM_NOTEBOOK_QUICK", "1")
     # One torch thread: the kernel shares the cores with whatever else runs, and oversubscribed
     # OpenMP threads made the quick demo ~10x slower on a busy 2-core machine (one thread: 30 s).
     monkeypatch.setenv("MSM_NOTEBOOK_THREADS", "1")
-    monkeypatch.setenv("MSM_DEMO_CACHE", str(notebook_cache))
+    monkeypatch.setenv("MSM_DEMO_CACHE", str(toy_teacher_cache))
     monkeypatch.setenv("MSM_NOTEBOOK_OUT", str(tmp_path / "demo-out"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")

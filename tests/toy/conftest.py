@@ -16,15 +16,16 @@ TINY_TEACHER = TeacherConfig(num_layers=1, num_heads=2, head_dim=8, ffn_dim=16, 
 
 
 @pytest.fixture(scope="session")
-def quick_run(tmp_path_factory):
-    """The ``--quick`` preset run once, end to end, through the console-script entry point."""
+def quick_run(tmp_path_factory, toy_teacher_cache):
+    """The ``--quick`` preset run once, end to end: ``(out_dir, results, teacher_was_cached_before)``."""
     from msm_plugin.toy.cli import main
 
     out = tmp_path_factory.mktemp("quick-out")
-    cache = tmp_path_factory.mktemp("quick-cache")
+    cache = toy_teacher_cache
+    had_teacher = any(cache.iterdir())  # the notebooks may have trained the shared quick teacher first
     # One thread: this checks results, not speed, and a busy CI box punishes oversubscribed threads.
     assert main(["--quick", "--out", str(out), "--cache-dir", str(cache), "--no-progress", "--threads", "1"]) == 0
-    return out, json.loads((out / "results.json").read_text())
+    return out, json.loads((out / "results.json").read_text()), had_teacher
 
 
 @pytest.fixture()
