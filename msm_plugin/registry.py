@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import metadata
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
+import torch
 from torch import Tensor
 
 __all__ = [
@@ -61,7 +63,6 @@ class LossContext:
         pred_fake: critic (fake score) x0 prediction, ``[B, F, C, H, W]``, detached.
         timestep: the score timestep ``[B, F]``, or None when the host does not say.
         gradient_mask: the host's ``gradient_mask`` (``[B, F, C, H, W]`` or ``[B, F]``) or None.
-        dmd_normalizer: the host's per-sample DMD normaliser ``mean |generated - pred_real|``, ``[B]``.
         host: which host produced it (``"causvid"``, ``"self_forcing"``, ``"toy"``, ...).
     """
 
@@ -70,8 +71,16 @@ class LossContext:
     pred_fake: Tensor
     timestep: Optional[Tensor] = None
     gradient_mask: Optional[Tensor] = None
-    dmd_normalizer: Optional[Tensor] = None
     host: str = "unknown"
+
+    @cached_property
+    def dmd_normalizer(self) -> Tensor:
+        """The host's per-sample DMD normaliser ``mean |generated - pred_real|`` in float64, ``[B]``.
+
+        Computed on first use only: most losses never read it, and it is a full pass over the video.
+        """
+        with torch.no_grad():
+            return (self.generated.detach().double() - self.pred_real.double()).abs().flatten(1).mean(1)
 
 
 @runtime_checkable

@@ -173,6 +173,12 @@ class TestCompose:
         (g_msm,) = torch.autograd.grad(msm_loss(ctx.generated, ctx.pred_real, ctx.pred_fake), ctx.generated)
         torch.testing.assert_close(g_total, expected + 0.7 * g_msm)
 
+    def test_dmd_normalizer_is_the_hosts_per_sample_mean(self):
+        x = torch.tensor([1.0, 3.0, -2.0, 0.0]).reshape(2, 2, 1, 1, 1)
+        ctx = LossContext(x, torch.zeros_like(x), torch.zeros_like(x))
+        assert ctx.dmd_normalizer.tolist() == [2.0, 1.0]  # mean |x - 0| per sample
+        assert ctx.dmd_normalizer.dtype == torch.float64
+
     def test_log_key_clash(self, fresh):
         with pytest.raises(ValueError, match=r"extra loss 'constant' logs keys that are already present: \['constant_value'\]"):
             compose(torch.tensor(0.0), {"constant_value": 1}, [Constant()], _ctx())

@@ -136,16 +136,12 @@ def _loss_wrapper(state: _State) -> Callable[[Callable], Callable]:
                     f"it called it {len(calls)} times; the extra losses need exactly one set of predictions"
                 )
             pred = calls[0]
-            with torch.no_grad():
-                # The host's DMD normaliser (DMD paper eq. 8), per sample: mean |x - pred_real|.
-                normalizer = (generated.detach().double() - pred.pred_real.double()).abs().flatten(1).mean(1)
             ctx = LossContext(
                 generated=generated,
                 pred_real=pred.pred_real,
                 pred_fake=pred.pred_fake,
                 timestep=pred.timestep,
                 gradient_mask=gradient_mask,
-                dmd_normalizer=normalizer,
                 host=pred.host,
             )
             if "dmd_loss" in host_logs:
