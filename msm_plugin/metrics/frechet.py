@@ -2,10 +2,22 @@
 
     FD = ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^{1/2} S_b S_a^{1/2})^{1/2})
 
-(the formula behind FID/FVD). The matrix square roots are taken on symmetric positive
-semi-definite matrices by eigen-decomposition with negative round-off eigenvalues set
-to 0, which stays real and stable when there are fewer samples than dimensions (rank
-deficient covariances) where a general ``sqrtm(S_a S_b)`` can return complex noise.
+(the formula behind FID/FVD). For given covariances the matrix square roots are taken on
+symmetric positive semi-definite matrices by eigen-decomposition with negative round-off
+eigenvalues set to 0, which stays real where a general ``sqrtm(S_a S_b)`` can return complex
+noise.
+
+For two sample sets the cross term needs no square root at all. With centred samples
+``A [N_a, D]``, ``B [N_b, D]`` and ``S = X^T X / (N - 1)``, the non-zero eigenvalues of
+``S_a S_b`` are the squared singular values of ``A B^T / sqrt((N_a - 1)(N_b - 1))``, so
+
+    tr (S_a^{1/2} S_b S_a^{1/2})^{1/2} = ||R_a R_b^T||_* / sqrt((N_a - 1)(N_b - 1))
+
+with ``R`` the triangular factor of a thin QR (``A = Q_a R_a``) and ``||.||_*`` the nuclear
+norm. Singular values are backward stable, so this is accurate to round-off even when there
+are fewer samples than dimensions, where the eigenvalue route takes square roots of
+round-off eigenvalues (~sqrt(eps) each) and loses half the digits. It is symmetric in the
+two sets: swapping them transposes the matrix, whose singular values are the same.
 """
 
 from __future__ import annotations
@@ -31,11 +43,15 @@ def _as_features(features, name: str) -> np.ndarray:
     return features
 
 
-def _moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean ``[D]`` and unbiased covariance ``[D, D]`` of ``[N, D]`` samples."""
+def _centred_factor(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``[D]`` and ``R / sqrt(N - 1)`` with ``R`` from the thin QR of the centred samples.
+
+    ``R^T R / (N - 1)`` is the unbiased covariance; ``R`` has ``min(N, D)`` rows, so the
+    cross term costs ``O(min(N, D)^2 D)`` whatever the sample count.
+    """
     mean = features.mean(axis=0)
-    centred = features - mean
-    return mean, centred.T @ centred / (features.shape[0] - 1)
+    factor = np.linalg.qr(features - mean, mode="r")
+    return mean, factor / np.sqrt(features.shape[0] - 1)
 
 
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
@@ -77,9 +93,10 @@ def gaussian_frechet_distance(mu_a, cov_a, mu_b, cov_b) -> float:
 def frechet_distance(feat_a, feat_b) -> float:
     """Fréchet distance between two feature sets ``[N_a, D]`` and ``[N_b, D]``.
 
-    Each set is summarised by its mean and unbiased covariance (``N - 1``), then
-    :func:`gaussian_frechet_distance` is applied. Identical sets give 0. Direction: lower
-    is better (generated features closer to the reference's).
+    Each set is summarised by its mean and unbiased covariance (``N - 1``); the
+    cross term is the nuclear norm of the scaled QR factors' product (module docstring),
+    exact to round-off also with fewer samples than dimensions. Identical sets give 0.
+    Direction: lower is better (generated features closer to the reference's).
 
     Args:
         feat_a: tensor or array ``[N_a, D]``, ``N_a >= 2``.
@@ -95,4 +112,8 @@ def frechet_distance(feat_a, feat_b) -> float:
     b = _as_features(feat_b, "feat_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"expected feature sets with the same dimension D, got {a.shape} and {b.shape}")
-    return gaussian_frechet_distance(*_moments(a), *_moments(b))
+    mu_a, r_a = _centred_factor(a)
+    mu_b, r_b = _centred_factor(b)
+    trace_cross = np.linalg.svd(r_a @ r_b.T, compute_uv=False).sum()
+    distance = np.sum((mu_a - mu_b) ** 2) + np.sum(r_a**2) + np.sum(r_b**2) - 2.0 * trace_cross
+    return float(max(distance, 0.0))

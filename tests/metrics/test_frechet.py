@@ -36,11 +36,32 @@ class TestFrechet:
             b = rng.normal(0.5, 1.0, size=(n + 7, d)) @ rng.normal(size=(d, d))
             assert frechet_distance(a, b) == pytest.approx(_scipy_frechet(a, b), rel=1e-8)
 
-    def test_fewer_samples_than_dimensions_is_finite_symmetric_and_zero_on_itself(self, rng):
+    def test_rank_one_sets_hand_computed(self):
+        # a = {u, -u}, b = {v, -v}: S_a = 2 u u^T, S_b = 2 v v^T, tr (S_a S_b)^{1/2} = 2 |u.v|, so
+        # FD = 2|u|^2 + 2|v|^2 - 4|u.v|: one sample direction each in 20 dimensions.
+        u = np.linspace(-1.0, 1.0, 20)
+        v = np.cos(np.arange(20.0))
+        expected = 2 * u @ u + 2 * v @ v - 4 * abs(u @ v)
+        # QR and SVD are backward stable: each term is exact to ~D * eps relative (~1e-13 here).
+        assert frechet_distance(np.stack([u, -u]), np.stack([v, -v])) == pytest.approx(expected, rel=1e-12)
+
+    def test_fewer_samples_than_dimensions_is_symmetric_and_zero_on_itself(self, rng):
         a, b = rng.normal(size=(5, 20)), rng.normal(1.0, 1.0, size=(4, 20))
-        assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-9)
-        assert frechet_distance(a, b) == pytest.approx(_scipy_frechet(a, b), rel=1e-6)
-        assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+        scale = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(np.cov(a, rowvar=False)) + np.trace(np.cov(b, rowvar=False))
+        # Swapping the sets transposes the matrix whose singular values are summed: equal up to
+        # round-off of order D * eps * scale (~1e-13); 1e-10 * scale leaves room for any BLAS kernel.
+        assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), abs=1e-10 * scale)
+        assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-10 * scale)
+
+    def test_fewer_samples_than_dimensions_matches_scipy_to_its_accuracy(self, rng):
+        a, b = rng.normal(size=(5, 20)), rng.normal(1.0, 1.0, size=(4, 20))
+        cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        # scipy's sqrtm of the singular product S_a S_b takes square roots of its round-off
+        # eigenvalues (size ~eps * ||S_a S_b||): each of the D - rank null directions can add
+        # up to sqrt(eps * ||S_a S_b||) to the trace, twice over in the formula.
+        null_directions = 20 - 3
+        bound = 2 * null_directions * np.sqrt(np.finfo(float).eps * np.linalg.norm(cov_a @ cov_b, 2))
+        assert frechet_distance(a, b) == pytest.approx(_scipy_frechet(a, b), abs=bound)
 
     def test_wrong_type(self):
         with pytest.raises(TypeError, match=r"expected `feat_a` as a torch.Tensor or numpy.ndarray \[N, D\], got list"):
