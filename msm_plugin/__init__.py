@@ -2,8 +2,8 @@
 
 from importlib import metadata as _metadata
 
-from msm_plugin.adapters import unwrap_trainer, wrap_trainer
-from msm_plugin.losses import MSMLoss, MSMTerm, msm_loss
+from msm_plugin.adapters import active_losses, unwrap_trainer, wrap_trainer
+from msm_plugin.losses import MSMConfig, MSMLoss, MSMTerm, msm_loss
 from msm_plugin.motion import motion_score
 from msm_plugin.registry import (
     ENTRY_POINT_GROUP,
@@ -23,8 +23,10 @@ __all__ = sorted(
     [
         "ENTRY_POINT_GROUP",
         "LossContext",
+        "MSMConfig",
         "MSMLoss",
         "MSMTerm",
+        "active_losses",
         "available_losses",
         "compose",
         "get_loss",

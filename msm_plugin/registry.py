@@ -2,12 +2,15 @@
 
 An extra loss is registered under a short name by a *factory*: ``factory(**options)`` returns an
 :class:`ExtraLoss`, i.e. an object with ``name``, ``weight`` and ``__call__(ctx) -> (loss, logs)``.
-Losses come from this process (:func:`register_loss`) or from installed distributions through
-the entry-point group :data:`ENTRY_POINT_GROUP` (msm-plugin registers ``msm`` that way itself)::
+Built-in losses (``msm``) register themselves in code, next to their definition, with
+:func:`register_loss`, so they exist in a source tree that was never pip-installed. Third-party
+losses come from installed distributions through the entry-point group :data:`ENTRY_POINT_GROUP`::
 
     [project.entry-points."msm_plugin.losses"]
     my_loss = "my_package.losses:MyLoss"
 
+A factory may declare ``options_class``, a :class:`~msm_plugin.options.LossOptions` dataclass:
+a config section is then validated into it and the factory is called with that one object.
 A config only ever names a registered loss; no config string is imported as a module path.
 """
 
@@ -174,6 +177,8 @@ def load_entry_points(group: str = ENTRY_POINT_GROUP) -> int:
     """
     if _registry.entry_points_loaded:
         return 0
+    import msm_plugin.losses  # noqa: F401 - the built-in losses register themselves on import
+
     eps = _entry_points(group)
     claimed: Dict[str, metadata.EntryPoint] = {}
     for ep in eps:

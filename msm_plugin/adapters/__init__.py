@@ -1,13 +1,14 @@
-"""Plug MSM (and any registered extra loss) into CausVid and Self-Forcing without forking them.
+"""Plug MSM (and any registered extra loss) into a host's DMD training without forking it.
 
-``wrap_trainer`` accepts what a training script has at hand:
+``wrap_trainer`` accepts what a training script has at hand, for any known host
+(:mod:`msm_plugin.hosts`), e.g.:
 
 - a CausVid ``causvid.train_distillation.Trainer`` (``.distillation_model``, ``.config``),
 - a Self-Forcing ``trainer.distillation.Trainer`` (``.model``, ``.config``),
 - or a DMD object itself (CausVid's ``causvid.dmd.DMD`` or Self-Forcing's ``model.dmd.DMD``,
   whose ``.args`` is the config),
 
-and wraps its DMD object in place (see :mod:`msm_plugin.adapters.dmd`). Options come from the
+detects the host (or takes ``host=``) and installs the losses in place. Options come from the
 arguments, else from the config's ``msm:`` section; the config's ``extra_losses`` list adds any
 other registered loss. ``unwrap_trainer`` restores the original exactly.
 
@@ -44,55 +45,45 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
-from msm_plugin.adapters.capture import Predictions, ScoreCapture, predictions_from_log
-from msm_plugin.adapters.dmd import check_dmd, is_wrapped, unwrap_dmd, wrap_dmd
-from msm_plugin.adapters.dmd import pop_extra_logs as _pop_dmd_logs
-from msm_plugin.adapters.hooks import is_patched, original_method, patch_method, unpatch_method
 from msm_plugin.config import build_extra_losses
+from msm_plugin.hosts import Host, detect_host, get_host
+from msm_plugin.hosts.dmd_chain import is_wrapped, wrap_dmd
+from msm_plugin.registry import ExtraLoss
 
 __all__ = [
-    "Predictions",
-    "ScoreCapture",
+    "active_losses",
     "apply_extra_losses",
     "find_dmd",
-    "is_patched",
     "is_wrapped",
-    "original_method",
-    "patch_method",
     "pop_extra_logs",
-    "predictions_from_log",
-    "unpatch_method",
-    "unwrap_dmd",
     "unwrap_trainer",
     "wrap_dmd",
     "wrap_trainer",
 ]
 
+HostArg = Union[None, str, Host]
 
-def find_dmd(trainer: Any) -> Tuple[Any, Any]:
-    """``(dmd, config)`` for a CausVid Trainer, a Self-Forcing Trainer or a DMD object.
+
+def _resolve(trainer: Any, host: HostArg) -> Tuple[Host, Any, Any]:
+    """``(host, target, config)``; raises before any change."""
+    h = detect_host(trainer) if host is None else get_host(host)
+    target, config = h.target(trainer)
+    return h, target, config
+
+
+def find_dmd(trainer: Any, *, host: HostArg = None) -> Tuple[Any, Any]:
+    """``(dmd, config)`` for a trainer or DMD object of a known host.
 
     Raises:
-        TypeError: ``trainer`` is none of these.
+        TypeError: ``trainer`` is no known host's (the message lists what each accepts).
     """
-    if hasattr(trainer, "distillation_model"):  # CausVid's Trainer
-        dmd, config = trainer.distillation_model, getattr(trainer, "config", None)
-    elif hasattr(trainer, "model") and hasattr(trainer, "config") and hasattr(trainer.model, "compute_distribution_matching_loss"):
-        dmd, config = trainer.model, trainer.config  # Self-Forcing's Trainer
-    elif hasattr(trainer, "compute_distribution_matching_loss"):
-        dmd, config = trainer, getattr(trainer, "args", None)  # a DMD object; both hosts keep the config as .args
-    else:
-        raise TypeError(
-            "expected a CausVid Trainer (with .distillation_model), a Self-Forcing Trainer (with .model "
-            f"and .config) or a DMD object (with compute_distribution_matching_loss), got {type(trainer).__name__}"
-        )
-    check_dmd(dmd)
-    return dmd, config
+    _, target, config = _resolve(trainer, host)
+    return target, config
 
 
-def wrap_trainer(trainer: Any, lam: Optional[float] = None, **options: Any) -> Any:
+def wrap_trainer(trainer: Any, lam: Optional[float] = None, *, host: HostArg = None, **options: Any) -> Any:
     """Add MSM (``+ lam * msm_loss``, paper eq. 12) to the trainer's DMD generator loss, in place.
 
     Options not given are read from the config's ``msm:`` section (CausVid/Self-Forcing
@@ -100,50 +91,57 @@ def wrap_trainer(trainer: Any, lam: Optional[float] = None, **options: Any) -> A
     ``extra_losses`` are added too. Wrapping again warns and replaces (never stacks).
 
     Args:
-        trainer: CausVid Trainer, Self-Forcing Trainer or DMD object.
+        trainer: a trainer or DMD object of a known host (:func:`msm_plugin.hosts.available_hosts`).
         lam: MSM weight (>= 0); ``0`` gives exactly the host's loss, with MSM logged.
-        **options: other MSM options (``normalization``, ``order``, ``timestep_policy``,
-            ``per_pair_logs``, ``feature``).
+        host: force a host by name instead of detecting it.
+        **options: other MSM options (fields of :class:`~msm_plugin.losses.msm.MSMConfig`:
+            ``normalization``, ``order``, ``timestep_policy``, ``per_pair_logs``, ``feature``).
 
     Returns:
         ``trainer`` itself.
     """
-    dmd, config = find_dmd(trainer)
+    h, target, config = _resolve(trainer, host)
     msm_options = dict(options)
     if lam is not None:
         msm_options["lam"] = lam
-    losses = build_extra_losses(config, overrides={"msm": msm_options})
-    wrap_dmd(dmd, losses)
+    losses = build_extra_losses(config, overrides={"msm": msm_options}, host=h)
+    h.install(target, losses)
     return trainer
 
 
-def apply_extra_losses(trainer: Any) -> Any:
+def apply_extra_losses(trainer: Any, *, host: HostArg = None) -> Any:
     """Wrap the trainer with exactly the losses its config lists (a no-op when it lists none).
 
-    This is what ``msm-train`` and the upstream patch call: behaviour comes from the config only.
+    This is what ``msm-train`` and the upstream patches call: behaviour comes from the config only.
     """
-    dmd, config = find_dmd(trainer)
-    losses = build_extra_losses(config)
+    h, target, config = _resolve(trainer, host)
+    losses = build_extra_losses(config, host=h)
     if losses:
-        wrap_dmd(dmd, losses)
+        h.install(target, losses)
     return trainer
 
 
-def unwrap_trainer(trainer: Any) -> Any:
-    """Undo :func:`wrap_trainer` / :func:`apply_extra_losses` (and ``msm-train``'s logging wrap of
-    ``train_one_step``); returns ``trainer``."""
-    dmd, _ = find_dmd(trainer)
-    unwrap_dmd(dmd)
-    if trainer is not dmd:
-        unpatch_method(trainer, "train_one_step")
+def unwrap_trainer(trainer: Any, *, host: HostArg = None) -> Any:
+    """Undo :func:`wrap_trainer` / :func:`apply_extra_losses` (and ``msm-train``'s logging wrap);
+    returns ``trainer``."""
+    h, _, _ = _resolve(trainer, host)
+    h.uninstall(trainer)
     return trainer
 
 
-def pop_extra_logs(trainer: Any) -> Dict[str, float]:
+def active_losses(trainer: Any, *, host: HostArg = None) -> Tuple[ExtraLoss, ...]:
+    """The extra losses installed on ``trainer`` (``()`` when none)."""
+    h, target, _ = _resolve(trainer, host)
+    extra = h.extra_losses(target)
+    return () if extra is None else extra.losses
+
+
+def pop_extra_logs(trainer: Any, *, host: HostArg = None) -> Dict[str, float]:
     """The extra losses' scalar logs of the last generator step as floats (``{}`` if none); clears them.
 
     Accepts the same objects as :func:`wrap_trainer`. Meant for the training loop's wandb dict,
     e.g. ``wandb_loss_dict.update(pop_extra_logs(self))``.
     """
-    dmd, _ = find_dmd(trainer)
-    return _pop_dmd_logs(dmd)
+    h, target, _ = _resolve(trainer, host)
+    extra = h.extra_losses(target)
+    return {} if extra is None else extra.pop_logs()

@@ -7,8 +7,8 @@ and both x0 predictions) is already computed by the host's DMD step, so MSM adds
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -17,8 +17,10 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from msm_plugin.motion import motion_score, motion_score_adjoint, pair_mask, shared_timestep_mask
+from msm_plugin.options import LossOptions, UnequalTimesteps, boolean, callable_or_none, one_of, option, positive_int, real_at_least
+from msm_plugin.registry import register_loss
 
-__all__ = ["MSMLoss", "MSMTerm", "msm_loss"]
+__all__ = ["MSMConfig", "MSMLoss", "MSMTerm", "msm_loss"]
 
 logger = logging.getLogger("msm_plugin")
 
@@ -26,21 +28,54 @@ NORMALIZATIONS = ("motion", "dmd", "none")
 TIMESTEP_POLICIES = ("strict", "pairs")
 
 
-def _check_options(normalization: str, order: int, timestep_policy: str) -> None:
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"`normalization` should be one of {NORMALIZATIONS}, got {normalization!r}")
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ValueError(f"`order` should be a positive integer (1: velocity, 2: acceleration), got {order!r}")
-    if timestep_policy not in TIMESTEP_POLICIES:
-        raise ValueError(f"`timestep_policy` should be one of {TIMESTEP_POLICIES}, got {timestep_policy!r}")
+@dataclass(frozen=True)
+class MSMConfig(LossOptions):
+    """The options of MSM, validated once here (the ``msm:`` section of a host config).
+
+    Attributes:
+        lam: weight of MSM next to DMD (eq. 12), finite and >= 0. Not applied by :func:`msm_loss`,
+            which returns the unweighted loss.
+        normalization: ``"motion"``, ``"dmd"`` or ``"none"`` (see :func:`msm_loss`).
+        order: 1 (velocity, eq. 10) or higher (2: acceleration).
+        timestep_policy: ``"strict"`` (one timestep per sample) or ``"pairs"``.
+        per_pair_logs: log mean |D| per frame pair too (the registry term only).
+        feature: per-frame callable ``[N, C, H, W] -> [N, ...]`` (sec. 6.1); code only.
+
+    Example:
+        >>> MSMConfig(lam=1, order=2)
+        MSMConfig(lam=1.0, normalization='motion', order=2, timestep_policy='strict', per_pair_logs=True, feature=None)
+        >>> MSMConfig(normalization="motoin")
+        Traceback (most recent call last):
+        ...
+        ValueError: `normalization` should be one of ('motion', 'dmd', 'none'), got 'motoin'
+    """
+
+    lam: float = option(1.0, real_at_least(0))
+    normalization: str = option("motion", one_of(*NORMALIZATIONS))
+    order: int = option(1, positive_int("1: velocity, 2: acceleration"))
+    timestep_policy: str = option("strict", one_of(*TIMESTEP_POLICIES))
+    per_pair_logs: bool = option(True, boolean)
+    feature: Optional[Callable[[Tensor], Tensor]] = option(None, callable_or_none("applied per frame"), code_only=True)
+
+    def check_timesteps(self, unequal: UnequalTimesteps) -> None:
+        """The strict policy refuses a config with unequal per-frame score timesteps (sec. 6.2)."""
+        if self.timestep_policy == "strict":
+            raise ValueError(
+                f"{unequal.reason}, but MSM's timestep_policy is 'strict', which requires one timestep "
+                f"shared by all frames (paper sec. 6.2). {unequal.remedy} or set "
+                "`msm: {timestep_policy: pairs}` to count only frame pairs that share a timestep"
+            )
 
 
-def _check_lam(lam: Any) -> float:
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
-        raise TypeError(f"`lam` should be a real number, got {type(lam).__name__} {lam!r}")
-    if not math.isfinite(lam) or lam < 0:
-        raise ValueError(f"`lam` should be finite and >= 0, got {lam}")
-    return float(lam)
+def _config(config: Optional[MSMConfig], options: Dict[str, Any]) -> MSMConfig:
+    """``config`` or ``MSMConfig(**options)``: one of the two, never both."""
+    if config is None:
+        return MSMConfig(**options)
+    if not isinstance(config, MSMConfig):
+        raise TypeError(f"`config` should be an MSMConfig, got {type(config).__name__}")
+    if options:
+        raise TypeError(f"pass either `config` or MSM options ({', '.join(options)}), not both")
+    return config
 
 
 def _check_inputs(generated: Tensor, pred_real: Tensor, pred_fake: Tensor, timestep: Optional[Tensor], order: int) -> None:
@@ -129,30 +164,28 @@ class _MotionMatch(torch.autograd.Function):
 
 
 @dataclass
-class MSMTerms:
+class _Terms:
     """The pieces of one MSM evaluation (shared by the function, the module and the registry term)."""
 
     loss: Tensor  # float64 scalar, unweighted
     grad: Tensor  # g, float64 [B, F - order, ...], zero where not counted
-    counted: Optional[Tensor]  # bool mask broadcastable to grad, None when every entry counts
     num_counted: int
     num_total: int
 
 
-def msm_terms(
+def _msm_terms(
     generated: Tensor,
     pred_real: Tensor,
     pred_fake: Tensor,
-    *,
-    timestep: Optional[Tensor] = None,
-    normalization: str = "motion",
-    gradient_mask: Optional[Tensor] = None,
-    order: int = 1,
-    feature: Optional[Callable[[Tensor], Tensor]] = None,
-    timestep_policy: str = "strict",
-) -> MSMTerms:
-    """Evaluate MSM and keep its intermediate tensors (see :func:`msm_loss` for the maths)."""
-    _check_options(normalization, order, timestep_policy)
+    timestep: Optional[Tensor],
+    gradient_mask: Optional[Tensor],
+    config: MSMConfig,
+) -> _Terms:
+    """Evaluate MSM and keep its intermediate tensors (see :func:`msm_loss` for the maths).
+
+    ``config`` is already valid (checked once when it was built); only the tensors are checked.
+    """
+    order, feature, normalization, timestep_policy = config.order, config.feature, config.normalization, config.timestep_policy
     _check_inputs(generated, pred_real, pred_fake, timestep, order)
     if timestep is not None and timestep_policy == "strict":
         _check_uniform_timestep(timestep)
@@ -196,7 +229,7 @@ def msm_terms(
             delta.numel(), timestep_policy,
         )
     loss = _MotionMatch.apply(fx, g, order, max(num_counted, 1))
-    return MSMTerms(loss=loss, grad=g, counted=counted, num_counted=num_counted, num_total=delta.numel())
+    return _Terms(loss=loss, grad=g, num_counted=num_counted, num_total=delta.numel())
 
 
 def msm_loss(
@@ -205,11 +238,9 @@ def msm_loss(
     pred_fake: Tensor,
     *,
     timestep: Optional[Tensor] = None,
-    normalization: str = "motion",
     gradient_mask: Optional[Tensor] = None,
-    order: int = 1,
-    feature: Optional[Callable[[Tensor], Tensor]] = None,
-    timestep_policy: str = "strict",
+    config: Optional[MSMConfig] = None,
+    **options: Any,
 ) -> Tensor:
     r"""Motion Score Matching loss (paper eq. 11), whose gradient is the MSM gradient.
 
@@ -230,13 +261,14 @@ def msm_loss(
         pred_real: teacher x0 prediction (after CFG) ``[B, F, C, H, W]``; detached here.
         pred_fake: critic x0 prediction ``[B, F, C, H, W]``; detached here.
         timestep: score timestep ``[B, F]`` or None.
-        normalization: ``"motion"``, ``"dmd"`` or ``"none"``.
         gradient_mask: boolean ``[B, F, C, H, W]`` or ``[B, F]``; a motion entry counts only
             where all the frames it reads are unmasked.
-        order: 1 (velocity, eq. 10) or higher (2: acceleration).
-        feature: callable applied per frame, ``[N, C, H, W] -> [N, ...]`` (sec. 6.1).
-        timestep_policy: ``"strict"`` raises when a sample's timesteps differ across frames;
-            ``"pairs"`` counts only entries whose frames share a timestep (0 when none does).
+        config: an :class:`MSMConfig`; or give its fields as keywords (``**options``):
+            ``normalization`` (``"motion"``, ``"dmd"``, ``"none"``), ``order`` (1: velocity,
+            eq. 10; 2: acceleration), ``feature`` (callable per frame, ``[N, C, H, W] -> [N, ...]``,
+            sec. 6.1), ``timestep_policy`` (``"strict"`` raises when a sample's timesteps differ
+            across frames; ``"pairs"`` counts only entries whose frames share a timestep).
+            ``lam`` is not applied here.
 
     Returns:
         float64 scalar tensor.
@@ -252,10 +284,7 @@ def msm_loss(
         >>> loss.backward(); x.grad.flatten().tolist()  # D^T g / N: pulls the frames apart
         [0.5, 0.0, -0.5]
     """
-    return msm_terms(
-        generated, pred_real, pred_fake, timestep=timestep, normalization=normalization,
-        gradient_mask=gradient_mask, order=order, feature=feature, timestep_policy=timestep_policy,
-    ).loss
+    return _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, _config(config, options)).loss
 
 
 class MSMLoss(nn.Module):
@@ -263,7 +292,8 @@ class MSMLoss(nn.Module):
 
     Args:
         lam: weight of MSM next to DMD (eq. 12), finite and >= 0.
-        normalization, order, feature, timestep_policy: as in :func:`msm_loss`.
+        config: an :class:`MSMConfig` (its ``lam`` is used when ``lam`` is not given), or
+        **options: its other fields as keywords (``normalization``, ``order``, ``feature``, ...).
 
     Example:
         >>> import torch
@@ -273,27 +303,14 @@ class MSMLoss(nn.Module):
         1.0
     """
 
-    def __init__(
-        self,
-        lam: float = 1.0,
-        *,
-        normalization: str = "motion",
-        order: int = 1,
-        feature: Optional[Callable[[Tensor], Tensor]] = None,
-        timestep_policy: str = "strict",
-    ) -> None:
+    def __init__(self, lam: Optional[float] = None, *, config: Optional[MSMConfig] = None, **options: Any) -> None:
         super().__init__()
-        self.lam = _check_lam(lam)
-        _check_options(normalization, order, timestep_policy)
-        if feature is not None and not callable(feature):
-            raise TypeError(f"`feature` should be a callable applied per frame or None, got {type(feature).__name__}")
-        self.normalization = normalization
-        self.order = order
-        self.feature = feature
-        self.timestep_policy = timestep_policy
+        config = _config(config, options)
+        self.config = config if lam is None else dataclasses.replace(config, lam=lam)
 
-    def options(self) -> Dict[str, Any]:
-        return dict(normalization=self.normalization, order=self.order, feature=self.feature, timestep_policy=self.timestep_policy)
+    @property
+    def lam(self) -> float:
+        return self.config.lam
 
     def forward(
         self,
@@ -303,10 +320,11 @@ class MSMLoss(nn.Module):
         timestep: Optional[Tensor] = None,
         gradient_mask: Optional[Tensor] = None,
     ) -> Tensor:
-        return self.lam * msm_loss(generated, pred_real, pred_fake, timestep=timestep, gradient_mask=gradient_mask, **self.options())
+        return self.lam * _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, self.config).loss
 
     def extra_repr(self) -> str:
-        return f"lam={self.lam}, normalization={self.normalization!r}, order={self.order}, timestep_policy={self.timestep_policy!r}"
+        c = self.config
+        return f"lam={c.lam}, normalization={c.normalization!r}, order={c.order}, timestep_policy={c.timestep_policy!r}"
 
 
 def _mean_abs_per_pair(d: Tensor) -> Tensor:
@@ -315,6 +333,7 @@ def _mean_abs_per_pair(d: Tensor) -> Tensor:
     return torch.linalg.vector_norm(per_pair, ord=1, dim=1) / per_pair.shape[1]
 
 
+@register_loss("msm")
 class MSMTerm:
     """The ``msm`` extra loss for the registry: MSM on what the host already computed.
 
@@ -323,6 +342,10 @@ class MSMTerm:
     ``dmdtrain_gradient_norm``), ``msm_pairs_counted`` (share of motion entries counted) and the
     "buried motion" diagnostics: mean |D| of the generated video, ``pred_real`` and ``pred_fake``,
     overall (``msm_motion_<which>``) and per frame pair (``msm_motion_pair/<which>_<kk>``).
+
+    Args:
+        config: an :class:`MSMConfig` (what a config section builds), or
+        **options: its fields as keywords (``MSMTerm(lam=0.5)``).
 
     Example:
         >>> import torch
@@ -335,43 +358,35 @@ class MSMTerm:
     """
 
     name = "msm"
+    #: What a config section ``msm: {...}`` is validated and built into.
+    options_class = MSMConfig
 
-    def __init__(
-        self,
-        lam: float = 1.0,
-        normalization: str = "motion",
-        order: int = 1,
-        timestep_policy: str = "strict",
-        per_pair_logs: bool = True,
-        feature: Optional[Callable[[Tensor], Tensor]] = None,
-    ) -> None:
-        if not isinstance(per_pair_logs, bool):
-            raise TypeError(f"`per_pair_logs` should be a bool, got {type(per_pair_logs).__name__} {per_pair_logs!r}")
-        self.module = MSMLoss(lam, normalization=normalization, order=order, feature=feature, timestep_policy=timestep_policy)
-        self.per_pair_logs = per_pair_logs
+    def __init__(self, config: Optional[MSMConfig] = None, **options: Any) -> None:
+        self.config = _config(config, options)
 
     @property
     def weight(self) -> float:
-        return self.module.lam
+        return self.config.lam
 
     def __call__(self, ctx: Any) -> Tuple[Tensor, Dict[str, Any]]:
-        m = self.module
-        terms = msm_terms(ctx.generated, ctx.pred_real, ctx.pred_fake, timestep=ctx.timestep, gradient_mask=ctx.gradient_mask, **m.options())
+        c = self.config
+        terms = _msm_terms(ctx.generated, ctx.pred_real, ctx.pred_fake, ctx.timestep, ctx.gradient_mask, c)
         logs: Dict[str, Any] = {
             "msm_loss": terms.loss.detach(),
-            "msm_lambda": m.lam,
+            "msm_lambda": c.lam,
             "msm_gradient_norm": torch.linalg.vector_norm(terms.grad, ord=1) / max(terms.num_counted, 1),
             "msm_pairs_counted": terms.num_counted / terms.num_total,
         }
         with torch.no_grad():
             for which, video in (("generated", ctx.generated), ("pred_real", ctx.pred_real), ("pred_fake", ctx.pred_fake)):
                 # diagnostics only: float32 is exact enough and half the traffic of float64
-                per_pair = _mean_abs_per_pair(motion_score(_per_frame(m.feature, video.detach()).float(), order=m.order))
+                per_pair = _mean_abs_per_pair(motion_score(_per_frame(c.feature, video.detach()).float(), order=c.order))
                 logs[f"msm_motion_{which}"] = per_pair.mean()
-                if self.per_pair_logs:
+                if c.per_pair_logs:
                     for k, v in enumerate(per_pair):
                         logs[f"msm_motion_pair/{which}_{k:02d}"] = v
         return terms.loss, logs
 
     def __repr__(self) -> str:
-        return f"MSMTerm({self.module.extra_repr()})"
+        c = self.config
+        return f"MSMTerm(lam={c.lam}, normalization={c.normalization!r}, order={c.order}, timestep_policy={c.timestep_policy!r})"

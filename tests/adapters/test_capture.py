@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from msm_plugin.adapters.capture import ScoreCapture, predictions_from_log
+from msm_plugin.hosts._capture import ScoreCapture, predictions_from_log
 
 X = torch.arange(6.0).reshape(1, 2, 3, 1, 1)
 

@@ -1,9 +1,12 @@
 """extra_losses validation: every error message, dicts and OmegaConf, no code import."""
 
+from dataclasses import dataclass
+
 import pytest
 from omegaconf import OmegaConf
 
 from msm_plugin.config import ExtraLossConfig, build_extra_losses, config_mapping, parse_extra_losses
+from msm_plugin.options import LossOptions, option, real_at_least
 from msm_plugin.registry import UnknownLossError
 
 
@@ -31,7 +34,7 @@ def test_overrides_merge_over_the_section_and_add_the_loss():
     specs = parse_extra_losses({"msm": {"lam": 0.1, "order": 2}}, overrides={"msm": {"lam": 0.7}})
     assert specs == [ExtraLossConfig("msm", {"lam": 0.7, "order": 2})]
     feature = lambda frames: frames.mean(1, keepdim=True)  # noqa: E731 - callables may come from code
-    assert build_extra_losses({}, overrides={"msm": {"feature": feature}})[0].module.feature is feature
+    assert build_extra_losses({}, overrides={"msm": {"feature": feature}})[0].config.feature is feature
 
 
 @pytest.mark.parametrize(
@@ -82,8 +85,8 @@ def test_causal_teacher_is_fine_under_the_pairs_policy_and_stage3_is_fine_as_is(
     assert parse_extra_losses(stage3)[0].name == "msm"
 
 
-def test_values_the_factory_refuses_are_reported_with_the_loss_name():
-    with pytest.raises(ValueError, match=r"invalid options for extra loss 'msm': `normalization` should be one of"):
+def test_values_a_rule_refuses_are_reported_with_the_loss_and_option_name():
+    with pytest.raises(ValueError, match=r"option `msm.normalization` should be one of \('motion', 'dmd', 'none'\), got 'motoin'"):
         build_extra_losses({"extra_losses": ["msm"], "msm": {"normalization": "motoin"}})
 
 
@@ -92,12 +95,12 @@ def test_unknown_code_given_loss_lists_known_ones():
         parse_extra_losses({}, overrides={"nope": {}})
 
 
-def test_code_given_options_get_the_same_name_and_lam_checks_and_the_factory_checks_values():
+def test_code_given_options_get_the_same_name_and_value_checks():
     with pytest.raises(ValueError, match=r"unknown option `msm.lamda`; did you mean `lam`\?"):
         parse_extra_losses({}, overrides={"msm": {"lamda": 0.5}})
     with pytest.raises(ValueError, match=r"option `msm.lam` should be finite and >= 0, got -1"):
         parse_extra_losses({}, overrides={"msm": {"lam": -1}})
-    with pytest.raises(ValueError, match=r"invalid options for extra loss 'msm': `order` should be a positive integer"):
+    with pytest.raises(ValueError, match=r"option `msm.order` should be a positive integer \(1: velocity, 2: acceleration\), got 0"):
         build_extra_losses({}, overrides={"msm": {"order": 0}})
 
 
@@ -117,21 +120,40 @@ def test_config_mapping_accepts_namespaces_and_rejects_others():
         config_mapping(3)
 
 
+@dataclass(frozen=True)
+class _PluginOptions(LossOptions):
+    """A third-party loss's typed options: an annotation-only field, a PEP 604 union, a dict."""
+
+    weight: float = option(1.0, real_at_least(0))
+    mode: "str | None" = None
+    steps: int = 3
+    table: dict = None
+
+
 class _PluginLoss:
-    """A third-party loss: no annotations on one option, a PEP 604 union on another."""
-
     name = "plugin_loss"
+    options_class = _PluginOptions
 
-    def __init__(self, weight: float = 1.0, mode: "str | None" = None, steps=3, table: dict = None):
-        self.weight, self.mode, self.steps = weight, mode, steps
+    def __init__(self, options: _PluginOptions) -> None:
+        self.options = options
+        self.weight, self.steps = options.weight, options.steps
 
     def __call__(self, ctx):
         return ctx.generated.sum() * 0, {}
 
 
-class _OpenLoss(_PluginLoss):
+class _OpenLoss:
+    """A loss without typed options: it gets the section as keywords and checks them itself."""
+
+    name = "open_loss"
+
     def __init__(self, weight: float = 1.0, **extra):
-        super().__init__(weight)
+        if "bad" in extra:
+            raise ValueError("`bad` is refused")
+        self.weight, self.extra = weight, extra
+
+    def __call__(self, ctx):
+        return ctx.generated.sum() * 0, {}
 
 
 @pytest.fixture
@@ -142,10 +164,10 @@ def plugins(monkeypatch):
     monkeypatch.setitem(registry._registry.factories, "open_loss", _OpenLoss)
 
 
-def test_plugin_option_types_come_from_annotations_and_defaults(plugins):
+def test_plugin_option_types_come_from_its_options_class_annotations(plugins):
     config = {"extra_losses": ["plugin_loss"], "plugin_loss": {"weight": 2, "mode": None, "steps": 4, "table": {"a": 1}}}
     (loss,) = build_extra_losses(config)
-    assert (loss.weight, loss.steps) == (2, 4)
+    assert (loss.weight, loss.steps) == (2.0, 4) and isinstance(loss.options, _PluginOptions)
     assert parse_extra_losses({"extra_losses": ["plugin_loss"], "plugin_loss": {"mode": "x"}})
     with pytest.raises(TypeError, match=r"`plugin_loss.mode` should be str or null, got int 3"):
         parse_extra_losses({"extra_losses": ["plugin_loss"], "plugin_loss": {"mode": 3}})
@@ -153,7 +175,24 @@ def test_plugin_option_types_come_from_annotations_and_defaults(plugins):
         parse_extra_losses({"extra_losses": ["plugin_loss"], "plugin_loss": {"steps": "many"}})
     with pytest.raises(TypeError, match=r"`plugin_loss.table` should be dict, got list \[1\]"):
         parse_extra_losses({"extra_losses": ["plugin_loss"], "plugin_loss": {"table": [1]}})
+    with pytest.raises(ValueError, match=r"option `plugin_loss.weight` should be finite and >= 0, got -1"):
+        parse_extra_losses({"extra_losses": ["plugin_loss"], "plugin_loss": {"weight": -1}})
+    with pytest.raises(ValueError, match=r"unknown option `plugin_loss.step`; did you mean `steps`\?"):
+        parse_extra_losses({"extra_losses": ["plugin_loss"], "plugin_loss": {"step": 1}})
 
 
-def test_a_factory_with_var_keywords_accepts_any_option_name(plugins):
-    assert parse_extra_losses({"extra_losses": ["open_loss"], "open_loss": {"anything": 1}})[0].options == {"anything": 1}
+def test_a_loss_without_options_class_gets_keywords_and_its_errors_name_it(plugins):
+    (spec,) = parse_extra_losses({"extra_losses": ["open_loss"], "open_loss": {"anything": 1}})
+    assert spec.options == {"anything": 1} and spec.build().extra == {"anything": 1}
+    with pytest.raises(ValueError, match=r"invalid options for extra loss 'open_loss': `bad` is refused"):
+        build_extra_losses({"extra_losses": ["open_loss"], "open_loss": {"bad": 1}})
+    with pytest.raises(TypeError, match=r"option names under `open_loss` should be strings, got int 1"):
+        parse_extra_losses({"extra_losses": ["open_loss"], "open_loss": {1: 2}})
+
+
+def test_timestep_rule_follows_the_named_host():
+    causal = {"extra_losses": ["msm"], "real_task_type": "causal_video"}
+    with pytest.raises(ValueError, match="real_task_type is causal_video"):
+        parse_extra_losses(causal, host="causvid")
+    # Self-Forcing draws the score timestep with uniform_timestep=True whatever its config says
+    assert parse_extra_losses(causal, host="self_forcing")[0].name == "msm"

@@ -138,11 +138,22 @@ def test_non_main_process_logs_nothing(tmp_path):
     assert logged == [] and pop_extra_logs(trainer) == {}
 
 
-def test_config_error_stops_before_the_trainer_is_built(tmp_path):
+def _one_line_exit(capsys, argv, **kwargs):
+    """Run msm-train's main; it must exit with status 2 and print exactly one line, no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(argv, **kwargs)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_config_error_stops_before_the_trainer_is_built(tmp_path, capsys):
     Recording.built.clear()
     path = _write_config(tmp_path, msm={"lamda": 0.5})
     with pytest.raises(ValueError, match="did you mean `lam`"):
-        train.main(["--config_path", path], trainer_cls=Recording)
+        train.run(["--config_path", path], trainer_cls=Recording)
+    err = _one_line_exit(capsys, ["--config_path", path], trainer_cls=Recording)
+    assert err.startswith("msm-train: error: unknown option `msm.lamda`; did you mean `lam`?")
     assert Recording.built == [] and not os.path.exists(tmp_path / "out")
 
 
@@ -161,15 +172,21 @@ def test_without_extra_losses_the_trainer_is_left_alone(tmp_path, monkeypatch):
     assert "compute_distribution_matching_loss" not in vars(trainer.distillation_model)
 
 
-def test_missing_causvid_gives_install_hint(tmp_path, monkeypatch):
+def test_missing_causvid_gives_install_hint_in_one_line_and_status_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "causvid", None)
     with pytest.raises(ModuleNotFoundError, match=r"package `causvid` is not installed.*pip install -e \."):
-        train.main(["--config_path", _write_config(tmp_path)])
+        train.run(["--config_path", _write_config(tmp_path)])
+    err = _one_line_exit(capsys, ["--config_path", _write_config(tmp_path)])
+    assert err.startswith("msm-train: error: msm-train runs CausVid's own trainer") and "pip install -e ." in err
 
 
-def test_missing_config_file_and_flags(tmp_path):
+def test_missing_config_file_in_one_line_and_status_2_and_flags(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="--config_path: no such file"):
-        train.main(["--config_path", str(tmp_path / "nope.yaml")])
+        train.run(["--config_path", str(tmp_path / "nope.yaml")])
+    err = _one_line_exit(capsys, ["--config_path", str(tmp_path / "nope.yaml")])
+    assert err == f"msm-train: error: --config_path: no such file {str(tmp_path / 'nope.yaml')!r}\n"
+    err = _one_line_exit(capsys, ["--host", "fastvideo", "--config_path", "x"])
+    assert err == "msm-train: error: unknown host 'fastvideo'; known hosts: causvid, self_forcing\n"
     with pytest.raises(SystemExit):
         train.main([])
     args = train.build_parser().parse_args(["--config_path", "x", "--local_rank", "3", "--no_visualize"])

@@ -1,8 +1,13 @@
-"""Add extra losses to a host DMD object's generator loss, in place and reversibly.
+"""The DMD call chain CausVid, Self-Forcing and their forks share, wrapped in place and reversibly.
+
+CausVid's ``causvid/dmd.py`` and Self-Forcing's ``model/dmd.py`` (and forks sharing it, e.g.
+thu-ml/Causal-Forcing) have the same chain ``generator_loss -> compute_distribution_matching_loss
+-> _compute_kl_grad``; :class:`DMDChainHost` is the base of both host modules, which add only how
+to find the DMD object in their trainer, their timestep config keys and their logging route.
 
 Two instance methods of the host's ``DMD`` are wrapped (see :mod:`msm_plugin.adapters.hooks`):
 
-- ``_compute_kl_grad``: unchanged result; while it runs, :class:`~msm_plugin.adapters.capture.ScoreCapture`
+- ``_compute_kl_grad``: unchanged result; while it runs, :class:`~msm_plugin.hosts._capture.ScoreCapture`
   records the score wrappers' outputs, and afterwards the predictions of this step are kept
   (from CausVid's log dict, or recombined from the captured Self-Forcing outputs);
 - ``compute_distribution_matching_loss``: calls the host's method, then adds the extra losses
@@ -20,34 +25,32 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import torch
 from torch import Tensor
 
-from msm_plugin.adapters.capture import Predictions, ScoreCapture, check_score_modules, predictions_from_log
 from msm_plugin.adapters.hooks import patch_method, unpatch_method
-from msm_plugin.registry import ExtraLoss, LossContext, compose
+from msm_plugin.hosts._capture import Predictions, ScoreCapture, check_score_modules, predictions_from_log
+from msm_plugin.hosts.base import ExtraLosses, Host
+from msm_plugin.registry import ExtraLoss, LossContext
 
-__all__ = ["STATE_ATTR", "WRAPPED_METHODS", "check_dmd", "is_wrapped", "pop_extra_logs", "unwrap_dmd", "wrap_dmd"]
+__all__ = ["DMDChainHost", "check_dmd", "is_wrapped", "pop_extra_logs", "unwrap_dmd", "wrap_dmd", "wrap_step_logging"]
 
 #: The attribute wrapping adds to the DMD object (besides the patched methods' bookkeeping).
-STATE_ATTR = "_msm_plugin_state"
+_STATE_ATTR = "_msm_plugin_state"
 #: The host methods replaced on the instance, innermost first.
-WRAPPED_METHODS = ("_compute_kl_grad", "compute_distribution_matching_loss")
-_REQUIRED = WRAPPED_METHODS + ("real_score", "fake_score", "real_guidance_scale")
+_WRAPPED_METHODS = ("_compute_kl_grad", "compute_distribution_matching_loss")
+_REQUIRED = _WRAPPED_METHODS + ("real_score", "fake_score", "real_guidance_scale")
 
 
 @dataclass
 class _State:
-    losses: Tuple[ExtraLoss, ...]
+    extra: ExtraLosses
     # Predictions of each _compute_kl_grad call made during the current loss call; None outside
     # one, so that a host calling _compute_kl_grad for anything else neither is hooked nor piles
     # up tensors here.
     calls: Optional[List[Predictions]] = None
-    # Scalar logs the extra losses added at the last generator step (for wandb, see pop_extra_logs).
-    last_logs: Dict[str, float] = field(default_factory=dict)
 
 
 def check_dmd(dmd: Any) -> None:
@@ -78,7 +81,7 @@ def check_dmd(dmd: Any) -> None:
 
 def is_wrapped(dmd: Any) -> bool:
     """Whether :func:`wrap_dmd` is in effect on ``dmd``."""
-    return STATE_ATTR in vars(dmd)
+    return _STATE_ATTR in vars(dmd)
 
 
 def _arguments(method: Callable, args: tuple, kwargs: dict) -> Dict[str, Any]:
@@ -108,17 +111,6 @@ def _kl_grad_wrapper(dmd: Any, state: _State) -> Callable[[Callable], Callable]:
     return make
 
 
-def _scalar_logs(logs: Dict[str, Any]) -> Dict[str, float]:
-    """The single-number entries of ``logs`` as Python floats (what wandb charts)."""
-    out = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    tensors = {k: v for k, v in logs.items() if isinstance(v, Tensor) and v.numel() == 1}
-    if tensors:
-        # One device-to-host copy for all of them, not one sync per key.
-        values = torch.stack([v.detach().reshape(()).double() for v in tensors.values()]).tolist()
-        out.update(zip(tensors, values))
-    return out
-
-
 def _loss_wrapper(state: _State) -> Callable[[Callable], Callable]:
     def make(original: Callable) -> Callable:
         def compute_distribution_matching_loss(*args: Any, **kwargs: Any):
@@ -144,11 +136,7 @@ def _loss_wrapper(state: _State) -> Callable[[Callable], Callable]:
                 gradient_mask=gradient_mask,
                 host=pred.host,
             )
-            if "dmd_loss" in host_logs:
-                raise ValueError("the host's log dict already has a `dmd_loss` key; the adapter would overwrite it")
-            total, logs = compose(host_loss, {**host_logs, "dmd_loss": host_loss.detach()}, state.losses, ctx)
-            state.last_logs = _scalar_logs({k: v for k, v in logs.items() if k not in host_logs})
-            return total, logs
+            return state.extra.add(host_loss, host_logs, ctx)
 
         return compute_distribution_matching_loss
 
@@ -168,10 +156,7 @@ def wrap_dmd(dmd: Any, losses: Sequence[ExtraLoss]) -> Any:
         ``dmd`` itself.
     """
     check_dmd(dmd)
-    losses = tuple(losses)
-    for loss in losses:
-        if not (callable(loss) and isinstance(getattr(loss, "name", None), str) and isinstance(getattr(loss, "weight", None), (int, float))):
-            raise TypeError(f"expected built extra losses with `name`, `weight` and __call__(ctx), got {loss!r}")
+    extra = ExtraLosses(losses)
     if is_wrapped(dmd):
         warnings.warn(
             f"{type(dmd).__name__} is already wrapped by msm_plugin; replacing the previous extra losses "
@@ -180,8 +165,8 @@ def wrap_dmd(dmd: Any, losses: Sequence[ExtraLoss]) -> Any:
             stacklevel=2,
         )
         unwrap_dmd(dmd)
-    state = _State(losses)
-    object.__setattr__(dmd, STATE_ATTR, state)
+    state = _State(extra)
+    object.__setattr__(dmd, _STATE_ATTR, state)
     patch_method(dmd, "_compute_kl_grad", _kl_grad_wrapper(dmd, state))
     patch_method(dmd, "compute_distribution_matching_loss", _loss_wrapper(state))
     return dmd
@@ -189,10 +174,10 @@ def wrap_dmd(dmd: Any, losses: Sequence[ExtraLoss]) -> Any:
 
 def unwrap_dmd(dmd: Any) -> Any:
     """Undo :func:`wrap_dmd`: the original methods and no added attribute; returns ``dmd``."""
-    for name in reversed(WRAPPED_METHODS):
+    for name in reversed(_WRAPPED_METHODS):
         unpatch_method(dmd, name)
     if is_wrapped(dmd):
-        object.__delattr__(dmd, STATE_ATTR)
+        object.__delattr__(dmd, _STATE_ATTR)
     return dmd
 
 
@@ -202,8 +187,74 @@ def pop_extra_logs(dmd: Any) -> Dict[str, float]:
     ``{}`` when ``dmd`` is not wrapped or no generator step ran since the last pop, so it can be
     called every training step. Host keys are not included (the host logs those itself).
     """
-    state: Optional[_State] = vars(dmd).get(STATE_ATTR)
-    if state is None:
-        return {}
-    logs, state.last_logs = state.last_logs, {}
-    return logs
+    state: Optional[_State] = vars(dmd).get(_STATE_ATTR)
+    return {} if state is None else state.extra.pop_logs()
+
+
+def wrap_step_logging(trainer: Any, dmd: Any, method: str, step: Callable[[Any], int], log: Optional[Callable[..., Any]]) -> None:
+    """Wrap ``trainer.method`` (on the instance) so that after each call, the extra scalars that
+    call produced are passed to ``log(logs, step=step(trainer))`` on the main process, unless the
+    trainer disabled wandb; ``log`` defaults to ``wandb.log``. Other ranks drop them."""
+
+    def make(original: Callable) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            logs = pop_extra_logs(dmd)
+            if logs and getattr(trainer, "is_main_process", True) and not getattr(trainer, "disable_wandb", False):
+                sink = log
+                if sink is None:
+                    import wandb
+
+                    sink = wandb.log
+                sink(logs, step=step(trainer))
+            return result
+
+        return wrapper
+
+    patch_method(trainer, method, make)
+
+
+def _is_dmd(obj: Any) -> bool:
+    return hasattr(obj, "compute_distribution_matching_loss")
+
+
+class DMDChainHost(Host):
+    """Base of the hosts whose DMD object has the CausVid/Self-Forcing call chain.
+
+    Subclasses say where the DMD object lives in their trainer (:meth:`trainer_dmd`), their
+    timestep keys and their logging route; a DMD object itself (config at ``.args``) is
+    accepted by every subclass.
+    """
+
+    #: Trainer methods a subclass's :meth:`route_logs` patches (undone by :meth:`uninstall`).
+    logging_methods: Tuple[str, ...] = ()
+
+    def trainer_dmd(self, trainer: Any) -> Optional[Tuple[Any, Any]]:
+        """``(dmd, config)`` when ``trainer`` is this host's trainer, else None."""
+        raise NotImplementedError
+
+    def matches(self, obj: Any) -> bool:
+        return self.trainer_dmd(obj) is not None or _is_dmd(obj)
+
+    def target(self, obj: Any) -> Tuple[Any, Any]:
+        found = self.trainer_dmd(obj)
+        if found is None:
+            if not _is_dmd(obj):
+                raise TypeError(f"expected {self.description}, got {type(obj).__name__}")
+            found = (obj, getattr(obj, "args", None))  # both hosts keep the config as .args
+        check_dmd(found[0])
+        return found
+
+    def install(self, target: Any, losses: Sequence[ExtraLoss]) -> None:
+        wrap_dmd(target, losses)
+
+    def uninstall(self, obj: Any) -> None:
+        dmd, _ = self.target(obj)
+        unwrap_dmd(dmd)
+        if obj is not dmd:
+            for name in self.logging_methods:
+                unpatch_method(obj, name)
+
+    def extra_losses(self, target: Any) -> Optional[ExtraLosses]:
+        state: Optional[_State] = vars(target).get(_STATE_ATTR)
+        return None if state is None else state.extra

@@ -1,0 +1,144 @@
+"""Host adapters: one module per DMD training codebase, behind the :class:`~msm_plugin.hosts.base.Host` interface.
+
+Built-in hosts register themselves here in code (``causvid``, ``self_forcing``); a fork or a
+framework ships its own adapter without touching msm-plugin through the entry-point group
+:data:`HOST_ENTRY_POINT_GROUP`::
+
+    [project.entry-points."msm_plugin.hosts"]
+    my_fork = "my_fork.msm_host:MyForkHost"      # a Host subclass (or instance)
+
+Detection (:func:`detect_host`) asks plugin hosts first, then the built-ins, in this order: a
+fork's adapter is more specific than the upstream it derives from.
+
+Example:
+    >>> available_hosts()
+    ['causvid', 'self_forcing']
+    >>> get_host("self-forcing").name
+    'self_forcing'
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from msm_plugin.hosts.base import ExtraLosses, Host, UnequalTimesteps
+
+__all__ = [
+    "HOST_ENTRY_POINT_GROUP",
+    "ExtraLosses",
+    "Host",
+    "UnequalTimesteps",
+    "available_hosts",
+    "detect_host",
+    "get_host",
+    "register_host",
+    "unequal_timesteps",
+]
+
+HOST_ENTRY_POINT_GROUP = "msm_plugin.hosts"
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_hosts: Dict[str, Host] = {}
+_plugins: List[str] = []  # names that came from entry points, asked first by detect_host
+_loaded = False
+
+
+def register_host(host: Union[Host, type], *, plugin: bool = False) -> Host:
+    """Register a :class:`Host` (class or instance) under its ``name``; returns the instance.
+
+    A name taken by another host raises, naming both.
+    """
+    instance = host() if isinstance(host, type) else host
+    if not isinstance(instance, Host):
+        raise TypeError(f"expected a msm_plugin.hosts.Host subclass or instance, got {host!r}")
+    name = instance.name
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"host names are lower-case identifiers matching [a-z][a-z0-9_]*, got {name!r} from {host!r}")
+    existing = _hosts.get(name)
+    if existing is not None and type(existing) is not type(instance):
+        raise ValueError(f"host {name!r} of {type(instance).__qualname__} is already registered by {type(existing).__qualname__}")
+    _hosts[name] = instance
+    if plugin and name not in _plugins:
+        _plugins.append(name)
+    return instance
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from msm_plugin.hosts.causvid import CausVidHost
+    from msm_plugin.hosts.self_forcing import SelfForcingHost
+
+    register_host(CausVidHost)
+    register_host(SelfForcingHost)
+    from msm_plugin.registry import _dist_name, _entry_points
+
+    for ep in _entry_points(HOST_ENTRY_POINT_GROUP):
+        try:
+            host = ep.load()
+        except Exception as exc:
+            raise RuntimeError(
+                f"host plugin {ep.name!r} ({ep.value}) from distribution {_dist_name(ep)!r} failed to load: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        register_host(host, plugin=True)
+
+
+def available_hosts() -> List[str]:
+    """Sorted names of the known hosts, plugins included."""
+    _load()
+    return sorted(_hosts)
+
+
+def get_host(name: Union[str, Host]) -> Host:
+    """The host registered under ``name`` (``-`` may stand for ``_``); a Host passes through.
+
+    Example:
+        >>> get_host("fastvideo")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown host 'fastvideo'; known hosts: causvid, self_forcing
+    """
+    if isinstance(name, Host):
+        return name
+    _load()
+    if not isinstance(name, str):
+        raise TypeError(f"a host name must be a string, got {type(name).__name__} {name!r}")
+    host = _hosts.get(name.replace("-", "_"))
+    if host is None:
+        raise ValueError(f"unknown host {name!r}; known hosts: {', '.join(sorted(_hosts))}")
+    return host
+
+
+def detect_host(obj: Any) -> Host:
+    """The first host (plugins first) whose :meth:`~Host.matches` accepts ``obj``.
+
+    Raises:
+        TypeError: no host does; the message lists what each accepts.
+    """
+    _load()
+    order = _plugins + [n for n in _hosts if n not in _plugins]
+    for name in order:
+        if _hosts[name].matches(obj):
+            return _hosts[name]
+    accepted = ", or ".join(_hosts[n].description for n in order)
+    raise TypeError(
+        f"expected {accepted} (known hosts: {', '.join(order)}; pass host=... to force one), got {type(obj).__name__}"
+    )
+
+
+def unequal_timesteps(config: Mapping[str, Any], host: Union[None, str, Host] = None) -> Optional[UnequalTimesteps]:
+    """How ``host`` (None: the first known host that says so) reads ``config`` as giving frames
+    unequal score timesteps; None when it does not."""
+    if host is not None:
+        return get_host(host).unequal_timesteps(config)
+    _load()
+    for candidate in _hosts.values():
+        found = candidate.unequal_timesteps(config)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,87 @@
+"""CausVid (tianweiy/CausVid): ``causvid.train_distillation.Trainer`` and ``causvid.dmd.DMD``.
+
+- DMD object: ``trainer.distillation_model`` (config: ``trainer.config``), or a ``DMD`` itself
+  (config: ``.args``). Its ``_compute_kl_grad`` logs the predictions
+  (``dmdtrain_pred_real_image`` after CFG, ``dmdtrain_pred_fake_image``, ``timestep`` [B, F]),
+  read by the shared call-chain wrapper (:mod:`msm_plugin.hosts.dmd_chain`).
+- Unequal per-frame timesteps: a causal teacher, ``real_task_type: causal_video`` (which falls
+  back to ``generator_task``, as CausVid does), draws one timestep per block.
+- Logs: ``train_one_step`` calls ``wandb.log(..., step=self.step)`` on the main process; the
+  route wraps it and logs the extra scalars at the same step afterwards (wandb merges the row).
+- ``msm-train --host causvid``: upstream's flags, ``OmegaConf.load`` of the YAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+from msm_plugin.hosts.dmd_chain import DMDChainHost, wrap_step_logging
+from msm_plugin.options import UnequalTimesteps
+
+__all__ = ["CausVidHost", "load_yaml"]
+
+INSTALL_HINT = (
+    "msm-train runs CausVid's own trainer (causvid.train_distillation.Trainer), but the package "
+    "`causvid` is not installed. Install it from a checkout: git clone "
+    "https://github.com/tianweiy/CausVid && cd CausVid && pip install -e . "
+    "(CausVid touches CUDA when imported, so this needs a GPU machine)"
+)
+
+
+def load_yaml(path: str) -> Any:
+    """``OmegaConf.load(path)``, refusing a missing file or a YAML that is not a mapping."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--config_path: no such file {path!r}")
+    config = OmegaConf.load(path)
+    if not isinstance(config, DictConfig):
+        raise TypeError(f"expected {path} to hold a mapping of config keys, got a {type(config).__name__}")
+    return config
+
+
+class CausVidHost(DMDChainHost):
+    name = "causvid"
+    description = "a CausVid Trainer (with .distillation_model) or a DMD object (with compute_distribution_matching_loss)"
+    logging_methods = ("train_one_step",)
+
+    def trainer_dmd(self, trainer: Any) -> Optional[Tuple[Any, Any]]:
+        if hasattr(trainer, "distillation_model"):
+            return trainer.distillation_model, getattr(trainer, "config", None)
+        return None
+
+    def unequal_timesteps(self, config: Mapping[str, Any]) -> Optional[UnequalTimesteps]:
+        # CausVid's own default: real_task_type falls back to generator_task.
+        if config.get("real_task_type", config.get("generator_task")) == "causal_video":
+            return UnequalTimesteps(
+                "real_task_type is causal_video (one teacher timestep per block)",
+                "Use a bidirectional teacher (real_task_type: bidirectional_video, as CausVid stage 3 does)",
+            )
+        return None
+
+    def route_logs(self, trainer: Any, log: Optional[Callable[..., Any]] = None) -> None:
+        # upstream logs at step=self.step inside train_one_step, before train() increments it
+        wrap_step_logging(trainer, self.target(trainer)[0], "train_one_step", lambda t: t.step, log)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--local_rank", type=int, default=-1, help="accepted for launchers that pass it; unused")
+        parser.add_argument("--no_save", action="store_true", help="do not write checkpoints")
+        parser.add_argument("--no_visualize", action="store_true", help="skip decoding videos for wandb")
+
+    def load_config(self, args: argparse.Namespace) -> Any:
+        config = load_yaml(args.config_path)
+        config.no_save = args.no_save
+        config.no_visualize = args.no_visualize
+        return config
+
+    def trainer_class(self) -> Callable[[Any], Any]:
+        """``causvid.train_distillation.Trainer``, imported only now (it needs CUDA at import)."""
+        try:
+            from causvid.train_distillation import Trainer
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "causvid":
+                raise
+            raise ModuleNotFoundError(INSTALL_HINT, name="causvid") from exc
+        return Trainer
