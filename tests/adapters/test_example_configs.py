@@ -51,3 +51,10 @@ def test_config_paths_named_in_the_launcher_docs_exist():
 
     named = re.findall(r"examples/configs/([\w.]+\.yaml)", train.__doc__)
     assert named and all((CONFIGS / name).is_file() for name in named), named
+
+
+def test_self_forcing_example_is_its_dmd_trainer_with_valid_msm():
+    config = OmegaConf.load(CONFIGS / "self_forcing_dmd_msm.yaml")
+    assert (config.trainer, config.distribution_loss) == ("score_distillation", "dmd")
+    (msm,) = build_extra_losses(config, host="self_forcing")
+    assert msm.name == "msm" and msm.weight == 0.5
