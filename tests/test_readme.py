@@ -48,3 +48,29 @@ def test_plugin_example_composes():
     x = torch.ones(1, 2, 1, 1, 1, requires_grad=True)
     total, logs = compose(torch.tensor(1.0, dtype=torch.float64), {}, [term], LossContext(x, x.detach(), x.detach()))
     assert total.item() == 1.2 and logs["frame_l2"].item() == 1.0
+
+
+def test_typed_plugin_options_example_validates_a_section(monkeypatch):
+    from msm_plugin import registry
+    from msm_plugin.config import build_extra_losses
+
+    namespace = {}
+    for block in _blocks("python"):
+        if "class FrameL2" in block and "LossOptions" not in block or "class TypedFrameL2" in block:
+            exec(compile(block, "README.md", "exec"), namespace)
+    monkeypatch.setitem(registry._registry.factories, "frame_l2", namespace["TypedFrameL2"])
+    (loss,) = build_extra_losses({"extra_losses": ["frame_l2"], "frame_l2": {"weight": 0.2}})
+    assert loss.weight == 0.2
+    import pytest
+
+    with pytest.raises(ValueError, match=r"unknown option `frame_l2.wieght`; did you mean `weight`\?"):
+        build_extra_losses({"extra_losses": ["frame_l2"], "frame_l2": {"wieght": 0.2}})
+
+
+def test_host_adapter_section_names_the_real_interface():
+    from msm_plugin.hosts import HOST_ENTRY_POINT_GROUP, ExtraLosses, Host
+
+    section = README[README.index("## Writing a host adapter"):README.index("## The built-in demo")]
+    for method in re.findall(r"`(\w+)\(", section):
+        assert hasattr(Host, method) or hasattr(ExtraLosses, method) or method in {"wrap_trainer", "LossContext", "available_hosts"}, method
+    assert f'[project.entry-points."{HOST_ENTRY_POINT_GROUP}"]' in section
