@@ -120,11 +120,11 @@ def run(argv: Optional[Sequence[str]] = None, *, trainer_cls: Optional[Callable[
 
 def main(argv: Optional[Sequence[str]] = None, *, trainer_cls: Optional[Callable[[Any], Any]] = None) -> None:
     """Entry point of ``msm-train`` and ``python -m msm_plugin.train``: :func:`run`, with a user
-    error before training (missing file, config error, host not installed, unknown host) printed
-    as one line and exit status 2."""
+    error before training (missing file, config error, host not installed, unknown host, a host
+    without a msm-train route) printed as one line and exit status 2."""
     try:
         prepared = _prepare(argv, trainer_cls)
-    except (FileNotFoundError, ModuleNotFoundError, TypeError, ValueError) as exc:
+    except (FileNotFoundError, ModuleNotFoundError, NotImplementedError, TypeError, ValueError) as exc:
         argparse.ArgumentParser(prog="msm-train").exit(2, f"msm-train: error: {exc}\n")
     _train(*prepared)
 

@@ -26,6 +26,7 @@ in the entry-point group ``msm_plugin.hosts``) defining a :class:`Host` subclass
 from __future__ import annotations
 
 import argparse
+from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -94,7 +95,7 @@ class ExtraLosses:
         return logs
 
 
-class Host:
+class Host(ABC):
     """One DMD training codebase (see the module docstring for the contract).
 
     Subclasses set ``name`` (a lower-case identifier, the ``--host`` value with ``-`` for ``_``)
@@ -104,34 +105,34 @@ class Host:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
 
+    @abstractmethod
     def matches(self, obj: Any) -> bool:
         """Whether ``obj`` is this host's trainer / DMD object (no side effects)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def target(self, obj: Any) -> Tuple[Any, Any]:
         """``(target, config)``: the object to install the losses on and its config; TypeError
         when ``obj`` lacks what the host needs (before any change)."""
-        raise NotImplementedError
 
     def unequal_timesteps(self, config: Mapping[str, Any]) -> Optional[UnequalTimesteps]:
         """Why this config gives frames of one sample different score timesteps, or None."""
         return None
 
+    @abstractmethod
     def install(self, target: Any, losses: Sequence[ExtraLoss]) -> None:
         """Add ``losses`` to ``target``'s generator loss (replacing earlier ones, with a warning)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def uninstall(self, obj: Any) -> None:
         """Undo :meth:`install` and :meth:`route_logs` on ``obj`` (trainer or target) exactly."""
-        raise NotImplementedError
 
+    @abstractmethod
     def extra_losses(self, target: Any) -> Optional[ExtraLosses]:
         """The installed :class:`ExtraLosses` of ``target``, None when nothing is installed."""
-        raise NotImplementedError
 
+    @abstractmethod
     def route_logs(self, trainer: Any, log: Optional[Callable[..., Any]] = None) -> None:
         """Make each generator step's extra scalars reach the host's logger (default: wandb)."""
-        raise NotImplementedError
 
     # -- msm-train --------------------------------------------------------------------------
 
@@ -140,8 +141,8 @@ class Host:
 
     def load_config(self, args: argparse.Namespace) -> Any:
         """The config exactly as the host's own script would build it from ``args``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"host {self.name!r} has no msm-train route; wrap its trainer in code (wrap_trainer)")
 
     def trainer_class(self) -> Callable[[Any], Any]:
         """The host's unmodified trainer class; ModuleNotFoundError naming what to install."""
-        raise NotImplementedError
+        raise NotImplementedError(f"host {self.name!r} has no msm-train route; wrap its trainer in code (wrap_trainer)")

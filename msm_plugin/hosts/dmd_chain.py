@@ -17,6 +17,9 @@ Two instance methods of the host's ``DMD`` are wrapped (see :mod:`msm_plugin.ada
 
   and returns the host's log dict plus ``dmd_loss`` (the host's own term) and each loss's logs.
 
+The predictions are read the same way for both (the log dict when it has them, the captured
+outputs otherwise), so a bare DMD object behaves the same whichever of the two hosts is detected.
+
 Nothing else is touched: ``generator_loss``, ``critic_loss``, the timesteps, the sampled noise,
 the networks and their ``state_dict()``. No network is called by the adapter.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -229,9 +233,9 @@ class DMDChainHost(Host):
     #: Trainer methods a subclass's :meth:`route_logs` patches (undone by :meth:`uninstall`).
     logging_methods: Tuple[str, ...] = ()
 
+    @abstractmethod
     def trainer_dmd(self, trainer: Any) -> Optional[Tuple[Any, Any]]:
         """``(dmd, config)`` when ``trainer`` is this host's trainer, else None."""
-        raise NotImplementedError
 
     def matches(self, obj: Any) -> bool:
         return self.trainer_dmd(obj) is not None or _is_dmd(obj)

@@ -9,7 +9,7 @@ import yaml
 from msm_plugin import active_losses, unwrap_trainer, wrap_trainer
 from msm_plugin import hosts, train
 from msm_plugin.adapters import pop_extra_logs
-from msm_plugin.hosts import Host, detect_host, get_host, register_host
+from msm_plugin.hosts import detect_host, get_host, register_host
 from msm_plugin.hosts.self_forcing import SelfForcingHost
 from tests.adapters.standins import SHAPE, CausVidDMD, SelfForcingDMD, make_config, text_dicts
 
@@ -206,4 +206,16 @@ def test_a_plugin_host_from_an_entry_point_is_detected_before_the_built_ins(monk
     with pytest.raises(TypeError, match="expected a msm_plugin.hosts.Host subclass or instance, got 3"):
         register_host(3)
     with pytest.raises(ValueError, match="host names are lower-case identifiers"):
-        register_host(type("BadHost", (Host,), {"name": "Bad-Host"}))
+        register_host(type("BadHost", (SelfForcingHost,), {"name": "Bad-Host"}))
+
+
+def test_a_host_without_an_msm_train_route_says_so_in_one_line(monkeypatch, capsys):
+    class CodeOnlyHost(ForkHost):
+        name = "code_only"
+        load_config = hosts.Host.load_config
+
+    monkeypatch.setitem(hosts._hosts, "code_only", CodeOnlyHost())
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--host", "code_only", "--config_path", "x.yaml"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "msm-train: error: host 'code_only' has no msm-train route; wrap its trainer in code (wrap_trainer)\n"
