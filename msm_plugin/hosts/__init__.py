@@ -69,7 +69,6 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     from msm_plugin.hosts.causvid import CausVidHost
     from msm_plugin.hosts.self_forcing import SelfForcingHost
 
@@ -86,6 +85,7 @@ def _load() -> None:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         register_host(host, plugin=True)
+    _loaded = True
 
 
 def available_hosts() -> List[str]:
@@ -105,9 +105,9 @@ def get_host(name: Union[str, Host]) -> Host:
     """
     if isinstance(name, Host):
         return name
-    _load()
     if not isinstance(name, str):
         raise TypeError(f"a host name must be a string, got {type(name).__name__} {name!r}")
+    _load()
     host = _hosts.get(name.replace("-", "_"))
     if host is None:
         raise ValueError(f"unknown host {name!r}; known hosts: {', '.join(sorted(_hosts))}")

@@ -219,3 +219,54 @@ def test_a_host_without_an_msm_train_route_says_so_in_one_line(monkeypatch, caps
         train.main(["--host", "code_only", "--config_path", "x.yaml"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "msm-train: error: host 'code_only' has no msm-train route; wrap its trainer in code (wrap_trainer)\n"
+
+
+class PatchedSelfForcingTrainer(SelfForcingLoopTrainer):
+    """The stand-in with the two lines patches/self-forcing-extra-losses.patch adds to upstream's
+    Trainer: ``apply_extra_losses(self, host=...)`` at the end of setup, and the extra scalars
+    merged into the generator step's wandb dict."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        from msm_plugin.adapters import apply_extra_losses
+
+        apply_extra_losses(self, host="self_forcing")
+
+    def train(self) -> None:
+        original = self.sink
+        self.sink = lambda keys, step: original({**keys, **pop_extra_logs(self)}, step=step)
+        super().train()
+
+
+def test_the_patched_self_forcing_trainer_logs_the_extra_keys_in_its_own_rows(checkout):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.merge(OmegaConf.load("configs/default_config.yaml"), OmegaConf.load("configs/self_forcing_msm.yaml"))
+    rows = {}
+    trainer = PatchedSelfForcingTrainer(config)
+    trainer.sink = lambda keys, step: rows.setdefault(step, {}).update(keys)
+    trainer.train()
+    assert sorted(rows) == [1, 2, 3] and "msm_loss" not in rows[2]
+    for step in (1, 3):
+        assert rows[step]["generator_loss"] == pytest.approx(rows[step]["dmd_loss"] + 0.25 * rows[step]["msm_loss"], rel=1e-6)
+    config.extra_losses = None
+    config.pop("msm")
+    plain = PatchedSelfForcingTrainer(config)
+    assert "compute_distribution_matching_loss" not in vars(plain.model)  # no extra_losses: unchanged
+
+
+def test_a_failing_host_plugin_names_itself_and_a_bad_name_type_is_refused(monkeypatch):
+    from msm_plugin import registry
+
+    class Broken(_FakeEntryPoint):
+        def load(self):
+            raise ImportError("no module named fork")
+
+    monkeypatch.setattr(hosts, "_hosts", {})
+    monkeypatch.setattr(hosts, "_plugins", [])
+    monkeypatch.setattr(hosts, "_loaded", False)
+    monkeypatch.setattr(registry, "_entry_points", lambda group: [Broken("my_fork", ForkHost)] if group == hosts.HOST_ENTRY_POINT_GROUP else [])
+    with pytest.raises(RuntimeError, match=r"host plugin 'my_fork' \(fork:ForkHost\) from distribution '<unknown distribution>' failed to load: ImportError: no module named fork"):
+        hosts.available_hosts()
+    with pytest.raises(TypeError, match="a host name must be a string, got int 3"):
+        get_host(3)
