@@ -5,7 +5,8 @@ A loss declares its options as a subclass of :class:`LossOptions`; each field na
 section (``msm: {lam: 0.5}``) goes through :meth:`LossOptions.from_section`, which adds what only
 a config needs: unknown names with a did-you-mean, value types read from the field annotations
 (a YAML ``'0.5'`` is not a number), and fields only code can set (a callable). One rule gives one
-message, labelled ```lam``` in code and ``option `msm.lam``` in a config.
+message, naming the option in code ("`lam` should be ...") and its section in a config
+("option `msm.lam` should be ...").
 
 Adding a validated option is one field::
 
@@ -27,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
 import types
@@ -200,7 +200,7 @@ class LossOptions:
 
         Config values are checked against the field annotations first (what a YAML can get
         wrong), code values only by the rules (code may pass callables); every message names
-        ``option `loss.key```.
+        the option as "option `loss.key`".
         """
         code = dict(code or {})
         cls.check_names(list(section) + list(code), loss=loss)

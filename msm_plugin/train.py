@@ -30,7 +30,6 @@ from omegaconf import DictConfig
 
 from msm_plugin.config import build_extra_losses
 from msm_plugin.hosts import Host, available_hosts, get_host
-from msm_plugin.hosts.causvid import INSTALL_HINT as CAUSVID_INSTALL_HINT
 from msm_plugin.hosts.causvid import load_yaml
 
 __all__ = ["build_parser", "load_config", "log_extra_losses", "main", "run", "upstream_trainer_class"]

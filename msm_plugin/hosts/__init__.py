@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import re
-from importlib import metadata
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from msm_plugin.hosts.base import ExtraLosses, Host, UnequalTimesteps
