@@ -22,16 +22,18 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from msm_plugin.hosts.base import ExtraLosses, Host, UnequalTimesteps
+from msm_plugin.hosts.base import Call, ExtraLosses, Host, UnequalTimesteps, recorded_calls
 
 __all__ = [
     "HOST_ENTRY_POINT_GROUP",
+    "Call",
     "ExtraLosses",
     "Host",
     "UnequalTimesteps",
     "available_hosts",
     "detect_host",
     "get_host",
+    "recorded_calls",
     "register_host",
     "unequal_timesteps",
 ]

@@ -13,7 +13,9 @@ in the entry-point group ``msm_plugin.hosts``) defining a :class:`Host` subclass
    *wraps* an object patches its methods (:mod:`msm_plugin.adapters.hooks`, as CausVid and
    Self-Forcing do, see :mod:`msm_plugin.hosts.dmd_chain`); a host whose framework picks a class
    from its config *subclasses* instead: the subclass keeps an :class:`ExtraLosses`, builds the
-   context where its loss method has the predictions, and calls :meth:`ExtraLosses.add`.
+   context where its loss method has the predictions, and calls :meth:`ExtraLosses.add`. Where
+   the predictions are local variables of the host's loss method, :func:`recorded_calls` keeps
+   the outputs of the prediction calls that method makes anyway (no extra call).
 3. **Which config keys mean unequal per-frame score timesteps?**
    :meth:`Host.unequal_timesteps` (MSM's strict policy refuses them, paper sec. 6.2).
 4. **How do the extra logs reach the host's logger?** :meth:`Host.route_logs` (for a training
@@ -26,8 +28,10 @@ in the entry-point group ``msm_plugin.hosts``) defining a :class:`Host` subclass
 from __future__ import annotations
 
 import argparse
+import inspect
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Any, Callable, ClassVar, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -35,7 +39,7 @@ from torch import Tensor
 from msm_plugin.options import UnequalTimesteps
 from msm_plugin.registry import ExtraLoss, LossContext, compose
 
-__all__ = ["ExtraLosses", "Host", "UnequalTimesteps", "scalar_logs"]
+__all__ = ["Call", "ExtraLosses", "Host", "UnequalTimesteps", "recorded_calls", "scalar_logs"]
 
 
 def scalar_logs(logs: Mapping[str, Any]) -> Dict[str, float]:
@@ -52,6 +56,61 @@ def scalar_logs(logs: Mapping[str, Any]) -> Dict[str, float]:
         values = torch.stack([v.detach().reshape(()).double() for v in tensors.values()]).tolist()
         out.update(zip(tensors, values))
     return out
+
+
+class Call(NamedTuple):
+    """One recorded call: its arguments bound to the method's parameter names, and its output."""
+
+    arguments: Dict[str, Any]
+    output: Any
+
+
+_ABSENT = object()
+
+
+@contextmanager
+def recorded_calls(obj: Any, name: str) -> Iterator[List[Call]]:
+    """Record every call of ``obj.name`` made inside the block; the method is put back after.
+
+    The output is the host's own object (a reference, not a copy) and the call goes through
+    unchanged, so recording adds no computation. Only this instance is affected, and an
+    instance patch already in place (e.g. :func:`~msm_plugin.adapters.hooks.patch_method`)
+    is called through and restored as it was.
+
+    Example:
+        >>> class Teacher:
+        ...     def predict_x0(self, noisy, timestep, conditional=True):
+        ...         return noisy * (2 if conditional else 1)
+        >>> teacher = Teacher()
+        >>> with recorded_calls(teacher, "predict_x0") as calls:
+        ...     _ = teacher.predict_x0(3, 0.5), teacher.predict_x0(3, 0.5, conditional=False)
+        >>> [(c.arguments["conditional"], c.output) for c in calls]
+        [(True, 6), (False, 3)]
+        >>> "predict_x0" in vars(teacher)
+        False
+    """
+    original = getattr(obj, name, None)
+    if not callable(original):
+        raise TypeError(f"expected {type(obj).__name__}.{name} to be a method, got {original!r}")
+    signature = inspect.signature(original)
+    saved = vars(obj).get(name, _ABSENT)
+    calls: List[Call] = []
+
+    def recorder(*args: Any, **kwargs: Any) -> Any:
+        output = original(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append(Call(dict(bound.arguments), output))
+        return output
+
+    object.__setattr__(obj, name, recorder)  # object.__setattr__: nn.Module bookkeeping stays out
+    try:
+        yield calls
+    finally:
+        if saved is _ABSENT:
+            object.__delattr__(obj, name)
+        else:
+            object.__setattr__(obj, name, saved)
 
 
 class ExtraLosses:
