@@ -1,4 +1,4 @@
-"""Temporal difference operators: the motion score of the paper (eq. 10) and its masks.
+"""Temporal operators: the motion score of the paper (eq. 10), a frame smoothing, their adjoints and masks.
 
 A video tensor here is ``[B, F, C, H, W]`` as in every host (CausVid, Self-Forcing): frames on dim 1.
 """
@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["motion_score", "motion_score_adjoint", "pair_mask", "shared_timestep_mask"]
+__all__ = ["motion_score", "motion_score_adjoint", "pair_mask", "shared_timestep_mask", "smooth_frames", "smooth_frames_adjoint"]
 
 
 def _check_order(order: int) -> None:
@@ -81,6 +81,51 @@ def motion_score_adjoint(g: Tensor, *, order: int = 1, dim: int = 1) -> Tensor:
         out.narrow(dim, 1, frames).add_(g)
         g = out
     return g
+
+
+def smooth_frames(y: Tensor, *, dim: int = 1) -> Tensor:
+    r"""The binomial ``[1, 2, 1] / 4`` filter along frames, valid part only: ``F`` frames in, ``F - 2`` out.
+
+    .. math::
+        (S y)[f] = \tfrac14\,(y[f] + 2\,y[f+1] + y[f+2]), \qquad f = 0 \dots F - 3
+
+    No padding: every output reads three real frames, so the edges carry no invented frame and
+    entry ``f`` reads frames ``f .. f+2`` (as an order-2 difference does, see :func:`pair_mask`).
+    Its frequency response is :math:`(1 + \cos\omega) / 2`: 1 for a static video, 0 at the
+    alternating-frame frequency :math:`\omega = \pi`.
+
+    Example:
+        >>> import torch
+        >>> smooth_frames(torch.tensor([[0.0, 4.0, 0.0, 4.0, 8.0]]))
+        tensor([[2., 2., 4.]])
+    """
+    if not isinstance(y, Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(y).__name__}")
+    if y.dim() == 0 or y.shape[dim] < 3:
+        raise ValueError(f"the [1, 2, 1] / 4 frame filter needs at least 3 frames on dim {dim}, got shape {tuple(y.shape)}")
+    frames = y.shape[dim] - 2
+    return (y.narrow(dim, 0, frames) + 2 * y.narrow(dim, 1, frames) + y.narrow(dim, 2, frames)) / 4
+
+
+def smooth_frames_adjoint(g: Tensor, *, dim: int = 1) -> Tensor:
+    r"""The adjoint :math:`S^{\top}` of :func:`smooth_frames`: ``F - 2`` frames in, ``F`` out.
+
+    ``(S^T g)[f] = (g[f] + 2 g[f-1] + g[f-2]) / 4`` with ``g`` zero outside ``0 .. F - 3``, so
+    ``<S y, g> = <y, S^T g>`` exactly.
+
+    Example:
+        >>> import torch
+        >>> smooth_frames_adjoint(torch.tensor([[4.0]]))
+        tensor([[1., 2., 1.]])
+    """
+    frames = g.shape[dim]
+    shape = list(g.shape)
+    shape[dim] = frames + 2
+    out = g.new_zeros(shape)
+    out.narrow(dim, 0, frames).add_(g)
+    out.narrow(dim, 1, frames).add_(g, alpha=2)
+    out.narrow(dim, 2, frames).add_(g)
+    return out.div_(4)
 
 
 def pair_mask(frame_mask: Tensor, *, order: int = 1) -> Tensor:

@@ -45,6 +45,7 @@ __all__ = [
     "option",
     "positive_int",
     "real_at_least",
+    "real_between",
 ]
 
 #: ``rule(label, value) -> value``: raises TypeError / ValueError naming ``label``; returns the
@@ -85,6 +86,19 @@ def real_at_least(low: float) -> Rule:
             raise TypeError(f"{label} should be a real number, got {_describe(value)}")
         if not math.isfinite(value) or value < low:
             raise ValueError(f"{label} should be finite and >= {low:g}, got {value}")
+        return float(value)
+
+    return rule
+
+
+def real_between(low: float, high: float) -> Rule:
+    """A real number in ``[low, high]`` (stored as float); a bool is not a number."""
+
+    def rule(label: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{label} should be a real number, got {_describe(value)}")
+        if not low <= value <= high:  # also refuses nan
+            raise ValueError(f"{label} should be in [{low:g}, {high:g}], got {value}")
         return float(value)
 
     return rule

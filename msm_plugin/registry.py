@@ -67,6 +67,9 @@ class LossContext:
         timestep: the score timestep ``[B, F]``, or None when the host does not say.
         gradient_mask: the host's ``gradient_mask`` (``[B, F, C, H, W]`` or ``[B, F]``) or None.
         host: which host produced it (``"causvid"``, ``"self_forcing"``, ``"toy"``, ...).
+        timestep_scale: the host's largest timestep, so that ``timestep / timestep_scale`` is the
+            noise level in [0, 1] (1: pure noise): 1000 for CausVid / Self-Forcing / FastVideo
+            (their ``num_train_timestep``), 1 for FastGen; None when the host does not say.
     """
 
     generated: Tensor
@@ -75,6 +78,7 @@ class LossContext:
     timestep: Optional[Tensor] = None
     gradient_mask: Optional[Tensor] = None
     host: str = "unknown"
+    timestep_scale: Optional[float] = None
 
     @cached_property
     def dmd_normalizer(self) -> Tensor:
@@ -268,12 +272,13 @@ def compose(
     total = host_loss
     logs: Dict[str, Any] = dict(host_logs)
     for term in losses:
+        weight = term.weight  # read first: a scheduled term advances its step in its call
         value, term_logs = term(ctx)
         if not isinstance(value, Tensor) or value.numel() != 1:
             raise TypeError(f"extra loss {term.name!r} must return a scalar tensor, got {value!r}")
         clash = sorted(set(logs) & set(term_logs))
         if clash:
             raise ValueError(f"extra loss {term.name!r} logs keys that are already present: {clash}")
-        total = total + term.weight * value.reshape(())
+        total = total + weight * value.reshape(())
         logs.update(term_logs)
     return total, logs

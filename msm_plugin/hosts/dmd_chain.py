@@ -115,7 +115,7 @@ def _kl_grad_wrapper(dmd: Any, state: _State) -> Callable[[Callable], Callable]:
     return make
 
 
-def _loss_wrapper(state: _State) -> Callable[[Callable], Callable]:
+def _loss_wrapper(dmd: Any, state: _State) -> Callable[[Callable], Callable]:
     def make(original: Callable) -> Callable:
         def compute_distribution_matching_loss(*args: Any, **kwargs: Any):
             arguments = _arguments(original, args, kwargs)
@@ -139,6 +139,8 @@ def _loss_wrapper(state: _State) -> Callable[[Callable], Callable]:
                 timestep=pred.timestep,
                 gradient_mask=gradient_mask,
                 host=pred.host,
+                # both hosts draw score timesteps in [0, num_train_timestep] (1000 in their configs)
+                timestep_scale=getattr(dmd, "num_train_timestep", None),
             )
             return state.extra.add(host_loss, host_logs, ctx)
 
@@ -172,7 +174,7 @@ def wrap_dmd(dmd: Any, losses: Sequence[ExtraLoss]) -> Any:
     state = _State(extra)
     object.__setattr__(dmd, _STATE_ATTR, state)
     patch_method(dmd, "_compute_kl_grad", _kl_grad_wrapper(dmd, state))
-    patch_method(dmd, "compute_distribution_matching_loss", _loss_wrapper(state))
+    patch_method(dmd, "compute_distribution_matching_loss", _loss_wrapper(dmd, state))
     return dmd
 
 

@@ -16,16 +16,37 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from msm_plugin.motion import motion_score, motion_score_adjoint, pair_mask, shared_timestep_mask
-from msm_plugin.options import LossOptions, UnequalTimesteps, boolean, callable_or_none, one_of, option, positive_int, real_at_least
+from msm_plugin.motion import (
+    motion_score,
+    motion_score_adjoint,
+    pair_mask,
+    shared_timestep_mask,
+    smooth_frames,
+    smooth_frames_adjoint,
+)
+from msm_plugin.options import (
+    LossOptions,
+    UnequalTimesteps,
+    at_least,
+    boolean,
+    callable_or_none,
+    one_of,
+    option,
+    positive_int,
+    real_at_least,
+    real_between,
+)
 from msm_plugin.registry import register_loss
 
-__all__ = ["MSMConfig", "MSMLoss", "MSMTerm", "msm_loss"]
+__all__ = ["MSMConfig", "MSMLoss", "MSMTerm", "msm_loss", "scheduled_lam"]
 
 logger = logging.getLogger("msm_plugin")
 
 NORMALIZATIONS = ("motion", "dmd", "none")
 TIMESTEP_POLICIES = ("strict", "pairs")
+SMOOTHINGS = ("none", "binomial")
+#: Frames the binomial [1, 2, 1] / 4 filter removes (valid part only, see motion.smooth_frames).
+_SMOOTHING_REACH = {"none": 0, "binomial": 2}
 
 
 @dataclass(frozen=True)
@@ -40,10 +61,22 @@ class MSMConfig(LossOptions):
         timestep_policy: ``"strict"`` (one timestep per sample) or ``"pairs"``.
         per_pair_logs: log mean |D| per frame pair too (the registry term only).
         feature: per-frame callable ``[N, C, H, W] -> [N, ...]`` (sec. 6.1); code only.
+        warmup_steps, ramp_steps: the schedule of the weight (the registry term and
+            :class:`MSMLoss`): 0 for the first ``warmup_steps`` generator steps, then a linear
+            ramp to ``lam`` over ``ramp_steps`` steps (see :func:`scheduled_lam`). 0, 0: ``lam``
+            from the first step (the paper).
+        start_step: the generator step the registry term's own counter starts from, for a
+            resumed run (or :meth:`MSMTerm.set_step`).
+        t_min, t_max: the noise range, fractions of the host's timestep range
+            (``timestep / LossContext.timestep_scale``; 1 is pure noise): only samples (frames)
+            whose score timestep lies in ``[t_min, t_max]`` count. 0, 1: all (the paper).
+        smoothing: ``"none"`` (the paper's :math:`D`) or ``"binomial"``: the motion score of the
+            frames smoothed by ``[1, 2, 1] / 4``, :math:`M = D S` (valid part, ``F - order - 2``
+            entries), so the gradient :math:`S^\top D^\top g` is a temporal band-pass.
 
     Example:
         >>> MSMConfig(lam=1, order=2)
-        MSMConfig(lam=1.0, normalization='motion', order=2, timestep_policy='strict', per_pair_logs=True, feature=None)
+        MSMConfig(lam=1.0, normalization='motion', order=2, timestep_policy='strict', per_pair_logs=True, feature=None, warmup_steps=0, ramp_steps=0, start_step=0, t_min=0.0, t_max=1.0, smoothing='none')
         >>> MSMConfig(normalization="motoin")
         Traceback (most recent call last):
         ...
@@ -56,6 +89,32 @@ class MSMConfig(LossOptions):
     timestep_policy: str = option("strict", one_of(*TIMESTEP_POLICIES))
     per_pair_logs: bool = option(True, boolean)
     feature: Optional[Callable[[Tensor], Tensor]] = option(None, callable_or_none("applied per frame"), code_only=True)
+    warmup_steps: int = option(0, at_least(0))
+    ramp_steps: int = option(0, at_least(0))
+    start_step: int = option(0, at_least(0))
+    t_min: float = option(0.0, real_between(0, 1))
+    t_max: float = option(1.0, real_between(0, 1))
+    smoothing: str = option("none", one_of(*SMOOTHINGS))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.t_min > self.t_max:
+            raise ValueError(f"the noise range needs `t_min` <= `t_max`, got t_min={self.t_min} > t_max={self.t_max}")
+
+    @property
+    def noise_range_on(self) -> bool:
+        """Whether the noise range excludes any timestep (``[t_min, t_max]`` is not ``[0, 1]``)."""
+        return self.t_min > 0 or self.t_max < 1
+
+    @property
+    def schedule_on(self) -> bool:
+        """Whether the weight has a warm-up or a ramp."""
+        return self.warmup_steps > 0 or self.ramp_steps > 0
+
+    @property
+    def reach(self) -> int:
+        """Frames an entry of the motion operator spans minus one: ``order`` (+ 2 when smoothed)."""
+        return self.order + _SMOOTHING_REACH[self.smoothing]
 
     def check_timesteps(self, unequal: UnequalTimesteps) -> None:
         """The strict policy refuses a config with unequal per-frame score timesteps (sec. 6.2)."""
@@ -65,6 +124,33 @@ class MSMConfig(LossOptions):
                 f"shared by all frames (paper sec. 6.2). {unequal.remedy} or set "
                 "`msm: {timestep_policy: pairs}` to count only frame pairs that share a timestep"
             )
+
+
+def scheduled_lam(config: MSMConfig, step: int) -> float:
+    r"""The weight of MSM at generator step ``step`` (0-based) under ``config``'s schedule.
+
+    With :math:`W` = ``warmup_steps`` and :math:`R` = ``ramp_steps``:
+
+    .. math::
+        \lambda(s) = \lambda \cdot \mathrm{clip}\Big(\frac{s - W + 1}{R}, 0, 1\Big)
+        \quad (R > 0), \qquad \lambda(s) = \lambda \cdot [s \ge W] \quad (R = 0),
+
+    so steps ``0 .. W-1`` have weight 0, step ``W`` has ``lam / R`` and steps from ``W + R - 1``
+    on have exactly ``lam``.
+
+    Example:
+        >>> c = MSMConfig(lam=1.0, warmup_steps=2, ramp_steps=4)
+        >>> [scheduled_lam(c, s) for s in range(7)]
+        [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"the generator step should be an integer >= 0, got {step!r}")
+    done = step - config.warmup_steps + 1  # steps of the ramp reached, this one included
+    if done <= 0:
+        return 0.0
+    if done >= config.ramp_steps:
+        return config.lam  # exactly lam, not lam * 1.0 rounded: the paper's weight once ramped
+    return config.lam * done / config.ramp_steps
 
 
 def _config(config: Optional[MSMConfig], options: Dict[str, Any]) -> MSMConfig:
@@ -78,13 +164,13 @@ def _config(config: Optional[MSMConfig], options: Dict[str, Any]) -> MSMConfig:
     return config
 
 
-def _check_inputs(generated: Tensor, pred_real: Tensor, pred_fake: Tensor, timestep: Optional[Tensor], order: int) -> None:
+def _check_inputs(generated: Tensor, pred_real: Tensor, pred_fake: Tensor, timestep: Optional[Tensor], reach: int) -> None:
     for name, t in (("generated", generated), ("pred_real", pred_real), ("pred_fake", pred_fake)):
         if not isinstance(t, Tensor):
             raise TypeError(f"expected `{name}` to be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 5 or t.shape[1] < order + 1:
+        if t.dim() != 5 or t.shape[1] < reach + 1:
             raise ValueError(
-                f"expected `{name}` to be a video tensor [B, F, C, H, W] with F >= {order + 1}, "
+                f"expected `{name}` to be a video tensor [B, F, C, H, W] with F >= {reach + 1}, "
                 f"got shape {tuple(t.shape)}"
             )
         if not t.is_floating_point():
@@ -97,6 +183,29 @@ def _check_inputs(generated: Tensor, pred_real: Tensor, pred_fake: Tensor, times
     if timestep is not None and (not isinstance(timestep, Tensor) or tuple(timestep.shape) != tuple(generated.shape[:2])):
         got = tuple(timestep.shape) if isinstance(timestep, Tensor) else type(timestep).__name__
         raise ValueError(f"expected `timestep` of shape [B, F] = {tuple(generated.shape[:2])}, got {got}")
+
+
+def _noise_range_frames(timestep: Optional[Tensor], timestep_scale: Optional[float], config: MSMConfig) -> Tensor:
+    """``[B, F]``: which frames' score timesteps lie in the noise range ``[t_min, t_max]``."""
+    if timestep is None:
+        raise ValueError(
+            f"MSM's noise range [t_min, t_max] = [{config.t_min:g}, {config.t_max:g}] needs the score timestep, "
+            "but none was given (the host's LossContext.timestep is None)"
+        )
+    if isinstance(timestep_scale, bool) or not isinstance(timestep_scale, (int, float)) or not 0 < timestep_scale < float("inf"):
+        raise ValueError(
+            f"MSM's noise range [t_min, t_max] = [{config.t_min:g}, {config.t_max:g}] needs the host's timestep scale "
+            f"(a positive number: 1000 for CausVid / Self-Forcing, 1 for timesteps in [0, 1]), got {timestep_scale!r}"
+        )
+    fraction = timestep.to(torch.float64) / timestep_scale
+    return (fraction >= config.t_min) & (fraction <= config.t_max)
+
+
+def _motion_operator(y: Tensor, config: MSMConfig) -> Tensor:
+    """``M y``: the motion score of order ``order``, of the smoothed frames when ``smoothing`` is on."""
+    if config.smoothing == "binomial":
+        y = smooth_frames(y)
+    return motion_score(y, order=config.order)
 
 
 def _check_uniform_timestep(timestep: Tensor) -> None:
@@ -143,24 +252,28 @@ def _frame_level(mask: Tensor, generated: Tensor, feature_dims: Optional[int]) -
 
 
 class _MotionMatch(torch.autograd.Function):
-    """``0.5 * sum(g**2) / N`` with gradient ``D^T g / N`` w.r.t. ``y`` (``g`` fixed).
+    """``0.5 * sum(g**2) / N`` with gradient ``M^T g / N`` w.r.t. ``y`` (``g`` fixed).
 
-    Equal in value and gradient to ``0.5 * mean((D y - sg[D y - g])**2)``, the hosts' DMD
-    surrogate applied to motion, without materialising ``D y``, its target or the residual:
-    the backward pass is one adjoint difference of ``g``.
+    ``M = D`` (order ``order``), or ``D S`` when ``smoothed`` (then ``M^T = S^T D^T``). Equal in
+    value and gradient to ``0.5 * mean((M y - sg[M y - g])**2)``, the hosts' DMD surrogate
+    applied to motion, without materialising ``M y``, its target or the residual: the backward
+    pass is one adjoint difference of ``g`` (and one adjoint filter).
     """
 
     @staticmethod
-    def forward(ctx, y: Tensor, g: Tensor, order: int, count: int) -> Tensor:
+    def forward(ctx, y: Tensor, g: Tensor, order: int, count: int, smoothed: bool) -> Tensor:
         ctx.save_for_backward(g)
-        ctx.order, ctx.count, ctx.y_dtype = order, count, y.dtype
+        ctx.order, ctx.count, ctx.y_dtype, ctx.smoothed = order, count, y.dtype, smoothed
         return 0.5 * torch.sum(g * g) / count
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         (g,) = ctx.saved_tensors
-        grad_y = motion_score_adjoint(g, order=ctx.order).mul_(grad_out / ctx.count)
-        return grad_y.to(ctx.y_dtype), None, None, None
+        grad_y = motion_score_adjoint(g, order=ctx.order)
+        if ctx.smoothed:
+            grad_y = smooth_frames_adjoint(grad_y)
+        grad_y = grad_y.mul_(grad_out / ctx.count)
+        return grad_y.to(ctx.y_dtype), None, None, None, None
 
 
 @dataclass
@@ -168,9 +281,10 @@ class _Terms:
     """The pieces of one MSM evaluation (shared by the function, the module and the registry term)."""
 
     loss: Tensor  # float64 scalar, unweighted
-    grad: Tensor  # g, float64 [B, F - order, ...], zero where not counted
+    grad: Tensor  # g, float64 [B, F - reach, ...], zero where not counted
     num_counted: int
     num_total: int
+    in_noise_range: Optional[Tensor] = None  # [B, F] bool, when the noise range is on
 
 
 def _msm_terms(
@@ -180,29 +294,35 @@ def _msm_terms(
     timestep: Optional[Tensor],
     gradient_mask: Optional[Tensor],
     config: MSMConfig,
+    timestep_scale: Optional[float] = None,
 ) -> _Terms:
     """Evaluate MSM and keep its intermediate tensors (see :func:`msm_loss` for the maths).
 
     ``config`` is already valid (checked once when it was built); only the tensors are checked.
     """
     order, feature, normalization, timestep_policy = config.order, config.feature, config.normalization, config.timestep_policy
-    _check_inputs(generated, pred_real, pred_fake, timestep, order)
+    reach = config.reach  # an entry of M reads frames f .. f + reach: the masks below use it as the order
+    _check_inputs(generated, pred_real, pred_fake, timestep, reach)
     if timestep is not None and timestep_policy == "strict":
         _check_uniform_timestep(timestep)
+    in_range = _noise_range_frames(timestep, timestep_scale, config) if config.noise_range_on else None
 
     fx = _per_frame(feature, generated)  # carries the generator's graph
     with torch.no_grad():
         fr = _per_frame(feature, pred_real.detach())
         # Work in float64 copies: in bf16 the small inter-frame differences would round away.
-        # By linearity D f(fake) - D f(real) = D (f(fake) - f(real)): one difference, not two.
-        delta = motion_score(_per_frame(feature, pred_fake.detach()).to(torch.float64, copy=True).sub_(fr), order=order)
+        # By linearity M f(fake) - M f(real) = M (f(fake) - f(real)): one operator pass, not two.
+        delta = _motion_operator(_per_frame(feature, pred_fake.detach()).to(torch.float64, copy=True).sub_(fr), config)
         shape = delta.shape
         counted = None
         if gradient_mask is not None:
-            counted = pair_mask(_frame_level(gradient_mask, generated, None if feature is None else fx.dim() - 2), order=order)
+            counted = pair_mask(_frame_level(gradient_mask, generated, None if feature is None else fx.dim() - 2), order=reach)
         if timestep is not None and timestep_policy == "pairs":
-            shared = shared_timestep_mask(timestep, order=order).reshape(*shape[:2], *([1] * (len(shape) - 2)))
+            shared = shared_timestep_mask(timestep, order=reach).reshape(*shape[:2], *([1] * (len(shape) - 2)))
             counted = shared if counted is None else counted & shared
+        if in_range is not None:
+            inside = pair_mask(in_range, order=reach).reshape(*shape[:2], *([1] * (len(shape) - 2)))
+            counted = inside if counted is None else counted & inside
         weights = None if counted is None else counted.to(torch.float64).expand(shape)
         per_sample = weights.sum(dim=tuple(range(1, len(shape)))) if weights is not None else None
         num_counted = int(per_sample.sum().item()) if weights is not None else delta.numel()
@@ -211,8 +331,8 @@ def _msm_terms(
             normalizer = None
         elif normalization == "dmd":  # the host's own: mean |x - pred_real| over (F, C, H, W)
             normalizer = (generated.detach().to(torch.float64, copy=True).sub_(pred_real.detach())).abs_().flatten(1).mean(1)
-        else:  # mean |D f(x) - D f(real)| = mean |D (f(x) - f(real))| over the counted entries
-            gap = motion_score(fx.detach().to(torch.float64, copy=True).sub_(fr), order=order).abs_()
+        else:  # mean |M f(x) - M f(real)| = mean |M (f(x) - f(real))| over the counted entries
+            gap = _motion_operator(fx.detach().to(torch.float64, copy=True).sub_(fr), config).abs_()
             if weights is None:
                 normalizer = gap.flatten(1).mean(1)
             else:
@@ -223,13 +343,14 @@ def _msm_terms(
         if weights is not None:
             g = g.mul_(weights)
 
-    if num_counted == 0:
+    # A batch outside the noise range is expected (the share is logged); any other empty count is not.
+    if num_counted == 0 and not (in_range is not None and not bool(in_range.any())):
         logger.warning(
             "MSM counted 0 of %d motion entries (gradient_mask / timestep_policy=%r): the MSM term is 0 for this batch",
             delta.numel(), timestep_policy,
         )
-    loss = _MotionMatch.apply(fx, g, order, max(num_counted, 1))
-    return _Terms(loss=loss, grad=g, num_counted=num_counted, num_total=delta.numel())
+    loss = _MotionMatch.apply(fx, g, order, max(num_counted, 1), config.smoothing == "binomial")
+    return _Terms(loss=loss, grad=g, num_counted=num_counted, num_total=delta.numel(), in_noise_range=in_range)
 
 
 def msm_loss(
@@ -239,6 +360,7 @@ def msm_loss(
     *,
     timestep: Optional[Tensor] = None,
     gradient_mask: Optional[Tensor] = None,
+    timestep_scale: Optional[float] = None,
     config: Optional[MSMConfig] = None,
     **options: Any,
 ) -> Tensor:
@@ -256,6 +378,16 @@ def msm_loss(
     :math:`|D f(x) - D f(\hat x_{real})|`; ``"dmd"``: mean :math:`|x - \hat x_{real}|` (the host's
     DMD normaliser); ``"none"``: 1. Computed in float64 like the hosts' DMD loss.
 
+    With ``smoothing="binomial"``, :math:`D` is replaced everywhere (``g``, ``n``, the gradient)
+    by :math:`M = D S`, :math:`S` the valid ``[1, 2, 1] / 4`` filter along frames
+    (:func:`~msm_plugin.motion.smooth_frames`), and the gradient is :math:`J_f^\top S^\top
+    D^\top g / N`: for a critic-minus-teacher error of temporal frequency :math:`\omega` its
+    response is :math:`(2 - 2\cos\omega)(1 + \cos\omega)^2 / 4` instead of
+    :math:`2 - 2\cos\omega`, 0 rather than the maximum 4 at the alternating-frame frequency.
+    With a noise range (``t_min``/``t_max``), an entry counts only where every frame it reads has
+    ``t_min <= timestep / timestep_scale <= t_max``; ``N`` and the motion normaliser count only
+    those entries, as with ``gradient_mask``.
+
     Args:
         generated: generator output ``[B, F, C, H, W]`` (gradients flow into it).
         pred_real: teacher x0 prediction (after CFG) ``[B, F, C, H, W]``; detached here.
@@ -263,12 +395,15 @@ def msm_loss(
         timestep: score timestep ``[B, F]`` or None.
         gradient_mask: boolean ``[B, F, C, H, W]`` or ``[B, F]``; a motion entry counts only
             where all the frames it reads are unmasked.
+        timestep_scale: the host's largest timestep (1000 for CausVid / Self-Forcing, 1 for
+            timesteps in [0, 1]); needed only by a noise range.
         config: an :class:`MSMConfig`; or give its fields as keywords (``**options``):
             ``normalization`` (``"motion"``, ``"dmd"``, ``"none"``), ``order`` (1: velocity,
             eq. 10; 2: acceleration), ``feature`` (callable per frame, ``[N, C, H, W] -> [N, ...]``,
             sec. 6.1), ``timestep_policy`` (``"strict"`` raises when a sample's timesteps differ
-            across frames; ``"pairs"`` counts only entries whose frames share a timestep).
-            ``lam`` is not applied here.
+            across frames; ``"pairs"`` counts only entries whose frames share a timestep),
+            ``t_min``/``t_max`` (the noise range), ``smoothing`` (``"none"``, ``"binomial"``).
+            ``lam`` and its schedule are not applied here.
 
     Returns:
         float64 scalar tensor.
@@ -284,11 +419,14 @@ def msm_loss(
         >>> loss.backward(); x.grad.flatten().tolist()  # D^T g / N: pulls the frames apart
         [0.5, 0.0, -0.5]
     """
-    return _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, _config(config, options)).loss
+    return _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, _config(config, options), timestep_scale).loss
 
 
 class MSMLoss(nn.Module):
     """Module form of :func:`msm_loss` weighted by ``lam``: returns ``lam * msm_loss(...)``.
+
+    With a schedule (``warmup_steps`` / ``ramp_steps``) the weight is :func:`scheduled_lam` at the
+    ``step`` passed to ``forward``.
 
     Args:
         lam: weight of MSM next to DMD (eq. 12), finite and >= 0.
@@ -319,8 +457,19 @@ class MSMLoss(nn.Module):
         pred_fake: Tensor,
         timestep: Optional[Tensor] = None,
         gradient_mask: Optional[Tensor] = None,
+        timestep_scale: Optional[float] = None,
+        step: Optional[int] = None,
     ) -> Tensor:
-        return self.lam * _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, self.config).loss
+        """``scheduled_lam(config, step) * msm_loss(...)``; ``step`` (the generator step, 0-based)
+        is required when the config has a warm-up or a ramp, and ``lam`` applies when it is None."""
+        c = self.config
+        if step is None and c.schedule_on:
+            raise ValueError(
+                f"this MSMLoss has a schedule (warmup_steps={c.warmup_steps}, ramp_steps={c.ramp_steps}); "
+                "pass the generator step: forward(..., step=step)"
+            )
+        weight = c.lam if step is None else scheduled_lam(c, step)
+        return weight * _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, c, timestep_scale).loss
 
     def extra_repr(self) -> str:
         c = self.config
@@ -337,11 +486,17 @@ def _mean_abs_per_pair(d: Tensor) -> Tensor:
 class MSMTerm:
     """The ``msm`` extra loss for the registry: MSM on what the host already computed.
 
-    ``weight`` is ``lam``; calling it returns the unweighted loss and the logs ``msm_loss``,
-    ``msm_lambda``, ``msm_gradient_norm`` (mean |g| over counted entries, like the host's
-    ``dmdtrain_gradient_norm``), ``msm_pairs_counted`` (share of motion entries counted) and the
-    "buried motion" diagnostics: mean |D| of the generated video, ``pred_real`` and ``pred_fake``,
-    overall (``msm_motion_<which>``) and per frame pair (``msm_motion_pair/<which>_<kk>``).
+    ``weight`` is the weight of the coming generator step, :func:`scheduled_lam` at :attr:`step`
+    (``lam`` without a schedule). The term counts its own generator steps: each call is one,
+    ``step`` starts at ``start_step`` and advances after a successful call; a resumed run sets it
+    with ``start_step`` or :meth:`set_step`. Calling it returns the unweighted loss and the logs
+    ``msm_loss``, ``msm_lambda`` (the weight applied at this step), ``msm_gradient_norm`` (mean
+    |g| over counted entries, like the host's ``dmdtrain_gradient_norm``), ``msm_pairs_counted``
+    (share of motion entries counted) and the "buried motion" diagnostics: mean |D| of the
+    generated video, ``pred_real`` and ``pred_fake``, overall (``msm_motion_<which>``) and per
+    frame pair (``msm_motion_pair/<which>_<kk>``). With a schedule it also logs ``msm_step``;
+    with a noise range ``msm_noise_range_share`` (share of the batch's frames, i.e. of its samples
+    when timesteps are shared, whose timestep lies in ``[t_min, t_max]``).
 
     Args:
         config: an :class:`MSMConfig` (what a config section builds), or
@@ -355,6 +510,9 @@ class MSMTerm:
         >>> loss, logs = MSMTerm(lam=0.5, normalization="none")(LossContext(x, real, torch.zeros_like(real)))
         >>> loss.item(), logs["msm_lambda"], float(logs["msm_motion_pred_real"])
         (0.5, 0.5, 1.0)
+        >>> ramped = MSMTerm(lam=0.5, warmup_steps=1, ramp_steps=2)
+        >>> [(ramped.weight, ramped(LossContext(x, real, torch.zeros_like(real)))[1]["msm_lambda"]) for _ in range(4)]
+        [(0.0, 0.0), (0.25, 0.25), (0.5, 0.5), (0.5, 0.5)]
     """
 
     name = "msm"
@@ -363,20 +521,36 @@ class MSMTerm:
 
     def __init__(self, config: Optional[MSMConfig] = None, **options: Any) -> None:
         self.config = _config(config, options)
+        self._step = self.config.start_step
+
+    @property
+    def step(self) -> int:
+        """The generator step the next call computes (0-based; ``start_step`` at construction)."""
+        return self._step
+
+    def set_step(self, step: int) -> None:
+        """Set the generator step of the next call, e.g. to the checkpoint's step on resume."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"MSMTerm.set_step expects the generator step, an integer >= 0, got {step!r}")
+        self._step = step
 
     @property
     def weight(self) -> float:
-        return self.config.lam
+        return scheduled_lam(self.config, self._step)
 
     def __call__(self, ctx: Any) -> Tuple[Tensor, Dict[str, Any]]:
         c = self.config
-        terms = _msm_terms(ctx.generated, ctx.pred_real, ctx.pred_fake, ctx.timestep, ctx.gradient_mask, c)
+        terms = _msm_terms(ctx.generated, ctx.pred_real, ctx.pred_fake, ctx.timestep, ctx.gradient_mask, c, ctx.timestep_scale)
         logs: Dict[str, Any] = {
             "msm_loss": terms.loss.detach(),
-            "msm_lambda": c.lam,
+            "msm_lambda": self.weight,
             "msm_gradient_norm": torch.linalg.vector_norm(terms.grad, ord=1) / max(terms.num_counted, 1),
             "msm_pairs_counted": terms.num_counted / terms.num_total,
         }
+        if c.schedule_on:
+            logs["msm_step"] = self._step
+        if terms.in_noise_range is not None:
+            logs["msm_noise_range_share"] = terms.in_noise_range.double().mean()
         with torch.no_grad():
             for which, video in (("generated", ctx.generated), ("pred_real", ctx.pred_real), ("pred_fake", ctx.pred_fake)):
                 # diagnostics only: float32 is exact enough and half the traffic of float64
@@ -385,6 +559,7 @@ class MSMTerm:
                 if c.per_pair_logs:
                     for k, v in enumerate(per_pair):
                         logs[f"msm_motion_pair/{which}_{k:02d}"] = v
+        self._step += 1
         return terms.loss, logs
 
     def __repr__(self) -> str:
