@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from msm_plugin.motion import motion_score, motion_score_adjoint, pair_mask, shared_timestep_mask

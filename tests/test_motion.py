@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from msm_plugin.motion import motion_score, pair_mask, shared_timestep_mask
-from tests.reference import apply_frames, difference_matrix
+from msm_plugin.motion import motion_score, motion_score_adjoint, pair_mask, shared_timestep_mask, smooth_frames, smooth_frames_adjoint
+from tests.reference import apply_frames, difference_matrix, smoothing_matrix
 
 
 class TestMotionScore:
@@ -60,3 +60,36 @@ class TestMasks:
         t = torch.tensor([[900, 900, 500, 500, 500, 100]])
         assert shared_timestep_mask(t).tolist() == [[True, False, True, True, False]]
         assert shared_timestep_mask(t, order=2).tolist() == [[False, False, True, False]]
+
+
+class TestSmoothFrames:
+    def test_matches_explicit_matrix(self):
+        y = torch.randn(2, 7, 3, 4, 5, dtype=torch.float64)
+        ref = apply_frames(smoothing_matrix(7), y.numpy())
+        torch.testing.assert_close(smooth_frames(y), torch.from_numpy(ref))
+
+    def test_adjoint_is_exact(self):
+        # <S y, g> = <y, S^T g> and <D S y, g> = <y, S^T D^T g>, in float64: the two inner products
+        # sum the same ~500 products in different orders, so they agree to ~1e-13 relative
+        gen = torch.Generator().manual_seed(1)
+        y = torch.randn(2, 9, 3, 2, 2, generator=gen, dtype=torch.float64)
+        g = torch.randn(2, 7, 3, 2, 2, generator=gen, dtype=torch.float64)
+        assert torch.sum(smooth_frames(y) * g).item() == pytest.approx(torch.sum(y * smooth_frames_adjoint(g)).item(), rel=1e-12)
+        h = g[:, 1:]
+        lhs = torch.sum(motion_score(smooth_frames(y)) * h).item()
+        assert lhs == pytest.approx(torch.sum(y * smooth_frames_adjoint(motion_score_adjoint(h))).item(), rel=1e-12)
+        ref = apply_frames(smoothing_matrix(9).T, g.numpy())
+        torch.testing.assert_close(smooth_frames_adjoint(g), torch.from_numpy(ref))
+
+    def test_constant_and_linear_pass_alternating_vanishes(self):
+        f = torch.arange(6, dtype=torch.float64)[None]
+        assert smooth_frames(f).tolist() == [[1.0, 2.0, 3.0, 4.0]]
+        assert smooth_frames((-1.0) ** f).abs().max().item() == 0
+
+    def test_too_few_frames(self):
+        with pytest.raises(ValueError, match=r"the \[1, 2, 1\] / 4 frame filter needs at least 3 frames on dim 1, got shape \(1, 2, 3\)"):
+            smooth_frames(torch.zeros(1, 2, 3))
+
+    def test_not_a_tensor(self):
+        with pytest.raises(TypeError, match="expected a torch.Tensor, got list"):
+            smooth_frames([1.0, 2.0, 3.0])
