@@ -72,7 +72,7 @@ class MSMConfig(LossOptions):
             whose score timestep lies in ``[t_min, t_max]`` count. 0, 1: all (the paper).
         smoothing: ``"none"`` (the paper's :math:`D`) or ``"binomial"``: the motion score of the
             frames smoothed by ``[1, 2, 1] / 4``, :math:`M = D S` (valid part, ``F - order - 2``
-            entries), so the gradient :math:`S^\top D^\top g` is a temporal band-pass.
+            entries), so the gradient ``S^T D^T g`` is a temporal band-pass.
 
     Example:
         >>> MSMConfig(lam=1, order=2)
@@ -472,8 +472,24 @@ class MSMLoss(nn.Module):
         return weight * _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, c, timestep_scale).loss
 
     def extra_repr(self) -> str:
-        c = self.config
-        return f"lam={c.lam}, normalization={c.normalization!r}, order={c.order}, timestep_policy={c.timestep_policy!r}"
+        return _describe_config(self.config)
+
+
+def _describe_config(c: MSMConfig) -> str:
+    """The main options, and those beyond the paper only when they are on.
+
+    Example:
+        >>> _describe_config(MSMConfig(lam=0.5, warmup_steps=10, smoothing="binomial"))
+        "lam=0.5, normalization='motion', order=1, timestep_policy='strict', warmup_steps=10, ramp_steps=0, smoothing='binomial'"
+    """
+    text = f"lam={c.lam}, normalization={c.normalization!r}, order={c.order}, timestep_policy={c.timestep_policy!r}"
+    if c.schedule_on:
+        text += f", warmup_steps={c.warmup_steps}, ramp_steps={c.ramp_steps}"
+    if c.noise_range_on:
+        text += f", t_min={c.t_min}, t_max={c.t_max}"
+    if c.smoothing != "none":
+        text += f", smoothing={c.smoothing!r}"
+    return text
 
 
 def _mean_abs_per_pair(d: Tensor) -> Tensor:
@@ -563,5 +579,4 @@ class MSMTerm:
         return terms.loss, logs
 
     def __repr__(self) -> str:
-        c = self.config
-        return f"MSMTerm(lam={c.lam}, normalization={c.normalization!r}, order={c.order}, timestep_policy={c.timestep_policy!r})"
+        return f"MSMTerm({_describe_config(self.config)})"
