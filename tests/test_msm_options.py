@@ -193,6 +193,16 @@ class TestSchedule:
             assert total == pytest.approx(1.5 + lam_s * unweighted, rel=1e-15)
         assert term.step == 5
 
+    def test_gradient_at_a_ramp_step_is_host_plus_scheduled_lam_times_reference(self):
+        x, real, fake = _inputs()
+        term = MSMTerm(lam=0.9, ramp_steps=3, start_step=1)  # weight 0.9 * 2 / 3
+        host = 0.5 * (x**2).sum()
+        total, _ = ExtraLosses([term]).add(host, {}, LossContext(x, real, fake))
+        (grad,) = torch.autograd.grad(total, x)
+        _, ref_grad = msm_reference(x.detach().numpy(), real.numpy(), fake.numpy())
+        # float64; the reference sums in another order, hence a few-ulp tolerance
+        torch.testing.assert_close(grad, x.detach() + 0.9 * 2 / 3 * torch.from_numpy(ref_grad), rtol=1e-9, atol=1e-12)
+
     def test_warmup_steps_are_bit_identical_to_the_host(self):
         x, real, fake = _inputs()
 

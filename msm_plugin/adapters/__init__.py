@@ -95,7 +95,8 @@ def wrap_trainer(trainer: Any, lam: Optional[float] = None, *, host: HostArg = N
         lam: MSM weight (>= 0); ``0`` gives exactly the host's loss, with MSM logged.
         host: force a host by name instead of detecting it.
         **options: other MSM options (fields of :class:`~msm_plugin.losses.msm.MSMConfig`:
-            ``normalization``, ``order``, ``timestep_policy``, ``per_pair_logs``, ``feature``).
+            ``normalization``, ``order``, ``timestep_policy``, ``per_pair_logs``, ``feature``,
+            ``warmup_steps``, ``ramp_steps``, ``start_step``, ``t_min``, ``t_max``, ``smoothing``).
 
     Returns:
         ``trainer`` itself.
