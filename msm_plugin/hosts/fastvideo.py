@@ -103,9 +103,11 @@ def _dmd_loss(method: Any, original: Any, generator_pred_x0: Tensor, batch: Any)
         if hasattr(method, "_predict_x0_with_scheduler"):  # SelfForcingMethod: x0 through its scheduler
             routed = stack.enter_context(recorded_calls(method, "_predict_x0_with_scheduler"))
         loss = original(generator_pred_x0, batch)
-    roles = {id(method.teacher): "teacher", id(method.critic): "critic"}
-    scored = [("teacher", c) for c in teacher] + [("critic", c) for c in critic]
-    scored += [(roles.get(id(c.arguments["model"]), "other"), c) for c in routed]
+    if routed:  # the scheduler route is what _dmd_loss used (a model's predict_noise may call its predict_x0)
+        roles = {id(method.teacher): "teacher", id(method.critic): "critic"}
+        scored = [(roles.get(id(c.arguments["model"]), "other"), c) for c in routed]
+    else:
+        scored = [("teacher", c) for c in teacher] + [("critic", c) for c in critic]
     pred_real, pred_fake, timestep = _predictions(method, scored)
     b, f = generator_pred_x0.shape[:2]
     ctx = LossContext(
