@@ -195,7 +195,7 @@ def test_a_plugin_host_from_an_entry_point_is_detected_before_the_built_ins(monk
     monkeypatch.setattr(hosts, "_plugins", [])
     monkeypatch.setattr(hosts, "_loaded", False)
     monkeypatch.setattr(registry, "_entry_points", lambda group: [_FakeEntryPoint("my_fork", ForkHost)] if group == hosts.HOST_ENTRY_POINT_GROUP else [])
-    assert hosts.available_hosts() == ["causvid", "my_fork", "self_forcing"]
+    assert hosts.available_hosts() == ["causvid", "fastgen", "fastvideo", "my_fork", "self_forcing"]
     trainer = type("ForkTrainer", (), {})()
     trainer.config, trainer.fork_model = make_config(), SelfForcingDMD(make_config())
     assert detect_host(trainer).name == "my_fork"
