@@ -89,6 +89,10 @@ def _student_update_step(
     extra = extra_of(model)
     if extra is None:
         return original(input_student, t_student, t, eps, data, condition=condition, neg_condition=neg_condition)
+    if not isinstance(t, Tensor) or tuple(t.shape) != (input_student.shape[0],):
+        # checked before the step runs: MSM needs one score time per sample (all frames share it)
+        got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"expected FastGen's score time t of shape [B] = ({input_student.shape[0]},), got {got}")
     # The name is looked up in the module that defines the method (dmd2.py for all three classes).
     namespace = sys.modules[original.__module__]
     with recorded_calls(namespace, VSD_LOSS) as calls:
@@ -98,8 +102,6 @@ def _student_update_step(
     args = calls[0].arguments
     generated = frames_first(args["gen_data"])
     b, f = generated.shape[:2]
-    if tuple(t.shape) != (b,):
-        raise ValueError(f"expected FastGen's score time t of shape [B] = ({b},), got {tuple(t.shape)}")
     ctx = LossContext(
         generated=generated,
         pred_real=frames_first(args["teacher_x0"].detach()),

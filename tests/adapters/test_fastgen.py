@@ -193,3 +193,31 @@ def test_importing_msm_plugin_imports_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_changed_call_pattern_or_layout_fails_clearly(fg, monkeypatch):
+    model = fg.MSMDMD2Model(sf.fastgen_config(torch.float64), extra_losses=["msm"], msm={"lam": 0.5})
+    step = sf.DMD2Model._student_update_step
+
+    def twice(self, *args, **kwargs):
+        out = step(self, *args, **kwargs)
+        sf.variational_score_distillation_loss(self.seen["gen"], self.seen["real"], self.seen["fake"])
+        return out
+
+    twice.__module__ = sf.__name__  # the adapter looks the loss up in the module defining the step
+    monkeypatch.setattr(sf.DMD2Model, "_student_update_step", twice)
+    with pytest.raises(RuntimeError, match=r"expected FastGen's _student_update_step to call variational_score_distillation_loss once, it called it 2 times"):
+        student_step(model)
+    monkeypatch.setattr(sf.DMD2Model, "_student_update_step", step)
+    data = sf.fastgen_data(dtype=torch.float64)
+    b = sf.FG_SHAPE[0]
+    args = (torch.randn(sf.FG_SHAPE, dtype=torch.float64), torch.full((b,), 0.999, dtype=torch.float64))
+    eps = torch.randn(sf.FG_SHAPE, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"expected FastGen's score time t of shape \[B\] = \(2,\), got \(2, 5\)"):
+        model._student_update_step(*args, torch.full((b, 5), 0.5, dtype=torch.float64), eps, data, condition=data["condition"], neg_condition=data["neg_condition"])
+    with pytest.raises(ValueError, match=r"expected FastGen video latents \[B, C, T, H, W\], got \(2, 3, 4, 4\); MSM needs frames"):
+        fastgen.frames_first(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(TypeError, match=r"expected a FastGen DMD2Model / CausVidModel / SelfForcingModel .*; object lacks _student_update_step"):
+        wrap_trainer(object(), host="fastgen")
+    with pytest.raises(NotImplementedError, match=r"FastGen builds the experiment config's model_class: set `config.model_class = L\(MSMDMD2Model\)"):
+        fastgen.FastGenHost().trainer_class()

@@ -9,9 +9,9 @@ import torch
 import msm_plugin.hosts.fastvideo as fastvideo
 from msm_plugin import active_losses, unwrap_trainer, wrap_trainer
 from msm_plugin.adapters import pop_extra_logs
-from msm_plugin.hosts import detect_host
+from msm_plugin.hosts import Call, detect_host
 from msm_plugin.hosts.fastvideo import score_timestep
-from msm_plugin.registry import LossContext
+from msm_plugin.registry import LossContext, get_loss
 from tests.adapters import framework_standins as sf
 from tests.reference import apply_frames, difference_matrix, msm_reference
 
@@ -214,3 +214,48 @@ def test_subclass_is_found_by_dotted_path_and_without_fastvideo_names_what_to_in
         fastvideo.MSMDMD2Method
     with pytest.raises(AttributeError, match="has no attribute 'MSMDMD3Method'"):
         fastvideo.MSMDMD3Method
+
+
+def test_whole_batch_view_with_a_frame_mask_and_shared_timesteps_only():
+    """The whole-batch view keeps a [B, F] mask per sample; the normaliser stays the batch's scalar."""
+    (term,) = fastvideo.FastVideoHost().prepare([get_loss("msm")(lam=1.0, normalization="dmd", per_pair_logs=False)])
+    g = torch.Generator().manual_seed(6)
+    x, real, fake = (torch.randn(sf.FV_SHAPE, dtype=torch.float64, generator=g) for _ in range(3))
+    mask = torch.ones(sf.FV_SHAPE[:2], dtype=torch.bool)
+    mask[0, 0] = False  # the first frame of sample 0 does not count: its pair 0 drops out
+    loss, _ = term(LossContext(x, real, fake, timestep=torch.full(sf.FV_SHAPE[:2], 500), gradient_mask=mask))
+    d = difference_matrix(sf.FV_SHAPE[1], 1)
+    w = np.ones((sf.FV_SHAPE[0], sf.FV_SHAPE[1] - 1, 1, 1, 1))
+    w[0, 0] = 0
+    gm = (apply_frames(d, fake.numpy()) - apply_frames(d, real.numpy())) / np.abs(x.numpy() - real.numpy()).mean() * w
+    count = (w * np.ones(gm.shape)).sum()
+    assert loss.item() == pytest.approx(0.5 * (gm**2).sum() / count, rel=1e-10)
+    unequal = torch.full(sf.FV_SHAPE[:2], 500)
+    unequal[1] = 400
+    with pytest.raises(ValueError, match="FastVideo's batch shares one score timestep, but this context's timesteps differ across samples"):
+        term(LossContext(x, real, fake, timestep=unequal))
+
+
+def test_a_changed_call_pattern_or_a_metrics_clash_fails_clearly(fv):
+    method = build(fv, extra_losses=["msm"], msm={"lam": 0.5})
+    batch, x = sf.fastvideo_batch(dtype=torch.float64), torch.randn(sf.FV_SHAPE, dtype=torch.float64)
+    original = sf.DMD2Method._dmd_loss
+
+    def twice(self, generator_pred_x0, batch):
+        self.teacher.predict_x0(generator_pred_x0, torch.tensor([500]), batch, conditional=True)
+        return original(self, generator_pred_x0, batch)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sf.DMD2Method, "_dmd_loss", twice)
+        with pytest.raises(RuntimeError, match=r"FastVideo's _dmd_loss called the teacher/cond prediction twice; expected one critic and two teacher calls"):
+            method._dmd_loss(x, batch)
+    critic_only = [("critic", Call({"conditional": True, "timestep": torch.tensor([500])}, x))]
+    with pytest.raises(RuntimeError, match=r"expected FastVideo's _dmd_loss to make the calls \['critic/cond', 'teacher/cond', 'teacher/uncond'\], it made \['critic/cond'\]"):
+        fastvideo._predictions(method, critic_only)
+    with pytest.MonkeyPatch.context() as mp:
+        step = sf.DMD2Method.single_train_step
+        mp.setattr(sf.DMD2Method, "single_train_step", lambda self, b, i: (lambda r: (r[0], r[1], {**r[2], "msm_loss": 1.0}))(step(self, b, i)))
+        with pytest.raises(ValueError, match=r"FastVideo's step metrics already have the keys \['msm_loss'\]"):
+            method.single_train_step(batch, 0)
+    with pytest.raises(TypeError, match=r"expected a FastVideo DMD2Method / SelfForcingMethod .*; object lacks _dmd_loss, single_train_step, teacher, critic, method_config"):
+        wrap_trainer(object(), host="fastvideo")
