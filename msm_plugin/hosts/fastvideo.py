@@ -78,6 +78,11 @@ def _predictions(method: Any, scored: List[Tuple[str, Call]]) -> Tuple[Tensor, T
     """``(pred_real after CFG, pred_fake, timestep)`` from the recorded ``(role, call)`` pairs."""
     found: Dict[str, Call] = {}
     for role, call in scored:
+        if not {"timestep", "conditional"} <= set(call.arguments):
+            raise TypeError(
+                "expected FastVideo's prediction calls to take `timestep` and `conditional` (as "
+                f"ModelBase.predict_x0(noisy_latents, timestep, batch, *, conditional, ...)), got parameters {list(call.arguments)}"
+            )
         key = f"{role}/{'cond' if call.arguments['conditional'] else 'uncond'}"
         if key in found:
             raise RuntimeError(f"FastVideo's _dmd_loss called the {key} prediction twice; expected one critic and two teacher calls")

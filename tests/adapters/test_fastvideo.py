@@ -252,6 +252,9 @@ def test_a_changed_call_pattern_or_a_metrics_clash_fails_clearly(fv):
     critic_only = [("critic", Call({"conditional": True, "timestep": torch.tensor([500])}, x))]
     with pytest.raises(RuntimeError, match=r"expected FastVideo's _dmd_loss to make the calls \['critic/cond', 'teacher/cond', 'teacher/uncond'\], it made \['critic/cond'\]"):
         fastvideo._predictions(method, critic_only)
+    renamed = [("critic", Call({"noisy": x, "t": torch.tensor([500]), "cond": True}, x))]
+    with pytest.raises(TypeError, match=r"expected FastVideo's prediction calls to take `timestep` and `conditional` .*, got parameters \['noisy', 't', 'cond'\]"):
+        fastvideo._predictions(method, renamed)
     with pytest.MonkeyPatch.context() as mp:
         step = sf.DMD2Method.single_train_step
         mp.setattr(sf.DMD2Method, "single_train_step", lambda self, b, i: (lambda r: (r[0], r[1], {**r[2], "msm_loss": 1.0}))(step(self, b, i)))
