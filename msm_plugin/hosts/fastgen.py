@@ -31,6 +31,7 @@ import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from msm_plugin.hosts._framework import FrameworkHost, build_subclass, extra_of, set_extra
@@ -64,7 +65,7 @@ def frames_first(video: Tensor) -> Tensor:
     if not isinstance(video, Tensor) or video.dim() != 5:
         got = tuple(video.shape) if isinstance(video, Tensor) else type(video).__name__
         raise ValueError(f"expected FastGen video latents [B, C, T, H, W], got {got}; MSM needs frames")
-    return video.transpose(1, 2)
+    return rearrange(video, "b c t h w -> b t c h w")
 
 
 def _loss_map_entry(value: Any, device: torch.device) -> Tensor:

@@ -34,6 +34,7 @@ from contextlib import ExitStack
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from msm_plugin.hosts._framework import FrameworkHost, build_subclass, extra_of, set_extra
@@ -147,9 +148,7 @@ def _init(method: Any, original: Any, *, cfg: Any, role_models: Any) -> None:
 
 def _fold_batch(t: Optional[Tensor]) -> Optional[Tensor]:
     """``[B, F, C, ...] -> [1, F, B*C, ...]``: one sample, the same frames (a view when B = 1)."""
-    if t is None:
-        return None
-    return t.transpose(0, 1).reshape(1, t.shape[1], -1, *t.shape[3:])
+    return None if t is None else rearrange(t, "b f c ... -> () f (b c) ...")
 
 
 class _WholeBatch:
