@@ -7,6 +7,8 @@
 - a Self-Forcing ``trainer.distillation.Trainer`` (``.model``, ``.config``),
 - or a DMD object itself (CausVid's ``causvid.dmd.DMD`` or Self-Forcing's ``model.dmd.DMD``,
   whose ``.args`` is the config),
+- a built FastVideo ``DMD2Method`` / ``SelfForcingMethod`` (config: its ``method_config``),
+- a built FastGen ``DMD2Model`` / ``CausVidModel`` / ``SelfForcingModel``,
 
 detects the host (or takes ``host=``) and installs the losses in place. Options come from the
 arguments, else from the config's ``msm:`` section; the config's ``extra_losses`` list adds any
@@ -87,7 +89,8 @@ def wrap_trainer(trainer: Any, lam: Optional[float] = None, *, host: HostArg = N
     """Add MSM (``+ lam * msm_loss``, paper eq. 12) to the trainer's DMD generator loss, in place.
 
     Options not given are read from the config's ``msm:`` section (CausVid/Self-Forcing
-    ``trainer.config``, or a DMD object's ``.args``); other losses listed in the config's
+    ``trainer.config``, a DMD object's ``.args``, a FastVideo method's ``method_config``, the
+    keyword arguments an msm-plugin FastGen model was built with); other losses listed in the config's
     ``extra_losses`` are added too. Wrapping again warns and replaces (never stacks).
 
     Args:

@@ -1,6 +1,7 @@
 """Host adapters: one module per DMD training codebase, behind the :class:`~msm_plugin.hosts.base.Host` interface.
 
-Built-in hosts register themselves here in code (``causvid``, ``self_forcing``); a fork or a
+Built-in hosts register themselves here in code (``causvid``, ``self_forcing``, ``fastvideo``,
+``fastgen``); a fork or a
 framework ships its own adapter without touching msm-plugin through the entry-point group
 :data:`HOST_ENTRY_POINT_GROUP`::
 
@@ -12,7 +13,7 @@ fork's adapter is more specific than the upstream it derives from.
 
 Example:
     >>> available_hosts()
-    ['causvid', 'self_forcing']
+    ['causvid', 'fastgen', 'fastvideo', 'self_forcing']
     >>> get_host("self-forcing").name
     'self_forcing'
 """
@@ -71,10 +72,14 @@ def _load() -> None:
     if _loaded:
         return
     from msm_plugin.hosts.causvid import CausVidHost
+    from msm_plugin.hosts.fastgen import FastGenHost
+    from msm_plugin.hosts.fastvideo import FastVideoHost
     from msm_plugin.hosts.self_forcing import SelfForcingHost
 
     register_host(CausVidHost)
     register_host(SelfForcingHost)
+    register_host(FastVideoHost)
+    register_host(FastGenHost)
     from msm_plugin.registry import _dist_name, _entry_points
 
     for ep in _entry_points(HOST_ENTRY_POINT_GROUP):
@@ -99,10 +104,10 @@ def get_host(name: Union[str, Host]) -> Host:
     """The host registered under ``name`` (``-`` may stand for ``_``); a Host passes through.
 
     Example:
-        >>> get_host("fastvideo")
+        >>> get_host("fast_video")
         Traceback (most recent call last):
         ...
-        ValueError: unknown host 'fastvideo'; known hosts: causvid, self_forcing
+        ValueError: unknown host 'fast_video'; known hosts: causvid, fastgen, fastvideo, self_forcing
     """
     if isinstance(name, Host):
         return name

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from msm_plugin import active_losses
 from msm_plugin.config import build_extra_losses, parse_extra_losses
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
@@ -58,3 +59,60 @@ def test_self_forcing_example_is_its_dmd_trainer_with_valid_msm():
     assert (config.trainer, config.distribution_loss) == ("score_distillation", "dmd")
     (msm,) = build_extra_losses(config, host="self_forcing")
     assert msm.name == "msm" and msm.weight == 0.5
+
+
+def test_fastvideo_example_is_upstreams_dmd2_yaml_with_the_msm_method(monkeypatch):
+    from types import SimpleNamespace
+
+    import msm_plugin.hosts.fastvideo as fastvideo
+    from tests.adapters import framework_standins as sf
+
+    config = OmegaConf.to_container(OmegaConf.load(CONFIGS / "fastvideo_wan_dmd2_t2v_msm.yaml"))
+    method = config["method"]
+    # the keys FastVideo's DMD2Method requires, as in upstream's dmd2_t2v.yaml
+    assert {"rollout_mode", "dmd_denoising_steps", "fake_score_learning_rate", "fake_score_betas", "fake_score_lr_scheduler"} <= set(method)
+    assert set(config) == {"models", "method", "training", "callbacks", "pipeline"}
+    module, name = method["_target_"].rsplit(".", 1)
+    assert (module, name) == (fastvideo.__name__, "MSMDMD2Method")
+    sf.install_frameworks(monkeypatch)
+    try:
+        built = getattr(fastvideo, name)(cfg=SimpleNamespace(method=method), role_models=sf.fastvideo_roles())
+        (msm,) = active_losses(built)
+        assert (msm.name, msm.weight, msm.config.normalization) == ("msm", 0.5, "motion")
+    finally:
+        vars(fastvideo).pop(name, None)
+
+
+def test_fastgen_example_is_upstreams_experiment_with_the_msm_model_class(monkeypatch):
+    import importlib.util
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    import msm_plugin.hosts.fastgen as fastgen
+    from tests.adapters import framework_standins as sf
+
+    sf.install_frameworks(monkeypatch)
+    experiment = "fastgen.configs.experiments.WanT2V.config_dmd2"
+    upstream = types.ModuleType(experiment)
+    upstream.create_config = lambda: SimpleNamespace(model_class=None, log_config=SimpleNamespace(group="wan_dmd2"))
+    monkeypatch.setitem(sys.modules, experiment, upstream)
+    for parent in ("fastgen.configs", "fastgen.configs.experiments", "fastgen.configs.experiments.WanT2V"):
+        monkeypatch.setitem(sys.modules, parent, types.ModuleType(parent))
+    # LazyCall stand-in: L(target)(**kwargs) records the call, as FastGen's instantiate reads it
+    lazy = types.ModuleType("fastgen.utils")
+    lazy.LazyCall = lambda target: lambda **kwargs: {"_target_": target, **kwargs}
+    monkeypatch.setitem(sys.modules, "fastgen.utils", lazy)
+    try:
+        spec = importlib.util.spec_from_file_location("fastgen_example", CONFIGS / "fastgen_wan_t2v_dmd2_msm.py")
+        example = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(example)
+        config = example.create_config()
+        call = dict(config.model_class)
+        target = call.pop("_target_")
+        assert target is fastgen.MSMDMD2Model and issubclass(target, sf.DMD2Model)
+        model = target(**{**call, "config": sf.fastgen_config()})
+        (msm,) = active_losses(model)
+        assert (msm.name, msm.weight) == ("msm", 0.5) and config.log_config.group == "wan_dmd2_msm"
+    finally:
+        vars(fastgen).pop("MSMDMD2Model", None)

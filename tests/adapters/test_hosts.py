@@ -161,13 +161,13 @@ def test_a_fork_sharing_model_dmd_works_as_it_is():
 
 
 def test_detection_error_lists_the_hosts_and_host_forces_one():
-    with pytest.raises(TypeError, match=r"expected a CausVid Trainer .* or a Self-Forcing Trainer .* \(known hosts: causvid, self_forcing; pass host=\.\.\. to force one\), got object"):
+    with pytest.raises(TypeError, match=r"expected a CausVid Trainer .* or a Self-Forcing Trainer .* or a FastVideo DMD2Method .*, or a FastGen DMD2Model .* \(known hosts: causvid, self_forcing, fastvideo, fastgen; pass host=\.\.\. to force one\), got object"):
         wrap_trainer(object())
     dmd = CausVidDMD(make_config(real_task_type="causal_video"))
     with pytest.raises(ValueError, match="real_task_type is causal_video"):
         wrap_trainer(dmd, lam=1.0, host="causvid")
-    with pytest.raises(ValueError, match=r"unknown host 'fastgen'; known hosts: causvid, self_forcing"):
-        wrap_trainer(dmd, lam=1.0, host="fastgen")
+    with pytest.raises(ValueError, match=r"unknown host 'fast_gen'; known hosts: causvid, fastgen, fastvideo, self_forcing"):
+        wrap_trainer(dmd, lam=1.0, host="fast_gen")
     with pytest.raises(TypeError, match=r"expected a Self-Forcing Trainer \(with \.model and \.config\), got object"):
         wrap_trainer(object(), host="self_forcing")
 
@@ -195,7 +195,7 @@ def test_a_plugin_host_from_an_entry_point_is_detected_before_the_built_ins(monk
     monkeypatch.setattr(hosts, "_plugins", [])
     monkeypatch.setattr(hosts, "_loaded", False)
     monkeypatch.setattr(registry, "_entry_points", lambda group: [_FakeEntryPoint("my_fork", ForkHost)] if group == hosts.HOST_ENTRY_POINT_GROUP else [])
-    assert hosts.available_hosts() == ["causvid", "my_fork", "self_forcing"]
+    assert hosts.available_hosts() == ["causvid", "fastgen", "fastvideo", "my_fork", "self_forcing"]
     trainer = type("ForkTrainer", (), {})()
     trainer.config, trainer.fork_model = make_config(), SelfForcingDMD(make_config())
     assert detect_host(trainer).name == "my_fork"

@@ -185,8 +185,10 @@ def test_missing_config_file_in_one_line_and_status_2_and_flags(tmp_path, capsys
         train.run(["--config_path", str(tmp_path / "nope.yaml")])
     err = _one_line_exit(capsys, ["--config_path", str(tmp_path / "nope.yaml")])
     assert err == f"msm-train: error: --config_path: no such file {str(tmp_path / 'nope.yaml')!r}\n"
+    err = _one_line_exit(capsys, ["--host", "fast_video", "--config_path", "x"])
+    assert err == "msm-train: error: unknown host 'fast_video'; known hosts: causvid, fastgen, fastvideo, self_forcing\n"
     err = _one_line_exit(capsys, ["--host", "fastvideo", "--config_path", "x"])
-    assert err == "msm-train: error: unknown host 'fastvideo'; known hosts: causvid, self_forcing\n"
+    assert err.startswith("msm-train: error: FastVideo builds the method class its YAML names: set `method._target_: msm_plugin.hosts.fastvideo.MSMDMD2Method`")
     with pytest.raises(SystemExit):
         train.main([])
     args = train.build_parser().parse_args(["--config_path", "x", "--local_rank", "3", "--no_visualize"])

@@ -1,0 +1,156 @@
+"""What the hosts whose framework picks its method class from a config share (FastVideo, FastGen).
+
+Such a framework builds ``_target_`` / ``model_class`` itself, so msm-plugin ships a *subclass*
+of its method class, built on first access from the installed framework (msm-plugin never
+imports a framework on its own import). A host module declares:
+
+- ``hooks``: ``{method name: fn(obj, original, *args, **kwargs)}``, the host's methods that gain
+  the extra losses; ``original`` is the framework's method bound to ``obj``;
+- ``subclasses``: ``{public name: "module:Class"}`` of the framework classes to subclass.
+
+The same ``hooks`` serve both ways in: the subclass overrides each method with
+``fn(self, super().method, ...)``; :meth:`FrameworkHost.install` on an upstream instance (what
+``wrap_trainer(method, lam=...)`` gets) patches them on that instance only, reversibly
+(:mod:`msm_plugin.adapters.hooks`). Either way the installed :class:`ExtraLosses` lives in one
+instance attribute, so ``wrap_trainer`` on a subclass instance just replaces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import warnings
+from abc import abstractmethod
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
+
+from msm_plugin.adapters.hooks import patch_method, unpatch_method
+from msm_plugin.hosts.base import ExtraLosses, Host
+from msm_plugin.registry import ExtraLoss
+
+__all__ = ["FrameworkHost", "build_subclass", "extra_of", "set_extra"]
+
+#: The instance attribute holding the installed :class:`ExtraLosses`.
+_STATE_ATTR = "_msm_plugin_extra"
+#: The class attribute marking a subclass built by :func:`build_subclass` (its hooks are methods).
+_HOOKED_ATTR = "_msm_plugin_hooked"
+
+Hook = Callable[..., Any]
+
+
+def extra_of(obj: Any) -> Optional[ExtraLosses]:
+    """The :class:`ExtraLosses` installed on ``obj``, None when none is."""
+    return vars(obj).get(_STATE_ATTR)
+
+
+def set_extra(obj: Any, extra: Optional[ExtraLosses]) -> None:
+    """Install ``extra`` on ``obj`` (None removes it); object.__setattr__ keeps nn.Module bookkeeping out."""
+    if extra is None:
+        if _STATE_ATTR in vars(obj):
+            object.__delattr__(obj, _STATE_ATTR)
+    else:
+        object.__setattr__(obj, _STATE_ATTR, extra)
+
+
+def _override(name: str, hook: Hook, owner: list) -> Callable:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return hook(self, getattr(super(owner[0], self), name), *args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = hook.__doc__
+    return method
+
+
+def build_subclass(name: str, module: str, target: str, hooks: Mapping[str, Hook], install_hint: str) -> type:
+    """``class name(Base)`` overriding ``hooks``, with ``Base`` imported now from ``target``
+    (``"package.module:Class"``); ModuleNotFoundError with ``install_hint`` when the framework is absent.
+
+    Example:
+        >>> build_subclass("X", __name__, "no_such_framework.methods:Method", {}, "pip install no-such-framework")
+        Traceback (most recent call last):
+        ...
+        ModuleNotFoundError: X subclasses no_such_framework.methods.Method, but no_such_framework is not installed: pip install no-such-framework
+    """
+    module_path, class_name = target.split(":")
+    top = module_path.split(".")[0]
+    try:
+        base = getattr(importlib.import_module(module_path), class_name)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != top:
+            raise  # the framework is there but one of its own dependencies is missing: say that
+        raise ModuleNotFoundError(
+            f"{name} subclasses {module_path}.{class_name}, but {top} is not installed: {install_hint}", name=top
+        ) from None
+    owner: list = []
+    namespace: Dict[str, Any] = {"__module__": module, "__qualname__": name, _HOOKED_ATTR: True}
+    namespace.update({method: _override(method, hook, owner) for method, hook in hooks.items()})
+    namespace["__doc__"] = f"{base.__qualname__} plus the extra generator losses of its config (msm-plugin)."
+    cls = type(name, (base,), namespace)
+    owner.append(cls)
+    return cls
+
+
+class FrameworkHost(Host):
+    """Base of the hosts whose method class a config selects (see the module docstring).
+
+    Subclasses set ``required`` (attributes that identify the framework's object), ``hooks``
+    (without ``__init__``: an existing instance is already built), :meth:`config_of` and
+    :meth:`prepare` (a host-specific view of the losses, identity by default).
+    """
+
+    required: ClassVar[Tuple[str, ...]] = ()
+    hooks: ClassVar[Mapping[str, Hook]] = {}
+    #: How the framework's own launcher selects the subclass (msm-train does not run it).
+    route: ClassVar[str] = ""
+
+    @abstractmethod
+    def config_of(self, obj: Any) -> Any:
+        """The mapping holding ``extra_losses`` and the per-loss sections for ``obj``."""
+
+    def prepare(self, losses: Sequence[ExtraLoss]) -> Sequence[ExtraLoss]:
+        return losses
+
+    def extras(self, losses: Sequence[ExtraLoss]) -> Optional[ExtraLosses]:
+        """The :class:`ExtraLosses` a constructor installs for ``losses`` (None for none)."""
+        return ExtraLosses(self.prepare(losses)) if losses else None
+
+    def matches(self, obj: Any) -> bool:
+        return not isinstance(obj, type) and all(hasattr(obj, name) for name in self.required)
+
+    def target(self, obj: Any) -> Tuple[Any, Any]:
+        if not self.matches(obj):
+            missing = [name for name in self.required if not hasattr(obj, name)]
+            raise TypeError(f"expected {self.description}; {type(obj).__name__} lacks {', '.join(missing) or 'nothing but is a class'}")
+        return obj, self.config_of(obj)
+
+    def install(self, target: Any, losses: Sequence[ExtraLoss]) -> None:
+        extra = ExtraLosses(self.prepare(losses))  # checks the losses before any change
+        if extra_of(target) is not None:
+            warnings.warn(
+                f"{type(target).__name__} already has msm_plugin extra losses; replacing them (they never stack)",
+                UserWarning,
+                stacklevel=3,
+            )
+        if not getattr(type(target), _HOOKED_ATTR, False):
+            for name, hook in self.hooks.items():
+                if name != "__init__":
+                    patch_method(target, name, lambda original, hook=hook: functools.partial(hook, target, original))
+        set_extra(target, extra)
+
+    def uninstall(self, obj: Any) -> None:
+        target, _ = self.target(obj)
+        for name in self.hooks:
+            unpatch_method(target, name)
+        set_extra(target, None)
+
+    def extra_losses(self, target: Any) -> Optional[ExtraLosses]:
+        return extra_of(target)
+
+    def route_logs(self, trainer: Any, log: Optional[Callable[..., Any]] = None) -> None:
+        """Nothing to do: the hooks hand the extra scalars to the framework's own per-step logging."""
+
+    def load_config(self, args: argparse.Namespace) -> Any:
+        raise NotImplementedError(self.route)
+
+    def trainer_class(self) -> Callable[[Any], Any]:
+        raise NotImplementedError(self.route)
