@@ -34,6 +34,7 @@ __all__ = [
     "UnknownLossError",
     "available_losses",
     "compose",
+    "dmd_normalizer",
     "get_loss",
     "load_entry_points",
     "register_loss",
@@ -70,6 +71,9 @@ class LossContext:
         timestep_scale: the host's largest timestep, so that ``timestep / timestep_scale`` is the
             noise level in [0, 1] (1: pure noise): 1000 for CausVid / Self-Forcing / FastVideo
             (their ``num_train_timestep``), 1 for FastGen; None when the host does not say.
+        dmd_over: over what the host averages its DMD normaliser: ``"sample"`` (CausVid,
+            Self-Forcing, FastGen) or ``"batch"`` (FastVideo's one scalar).
+        dmd_eps: what the host adds to it (FastGen: 1e-6; the others: 0).
     """
 
     generated: Tensor
@@ -79,15 +83,36 @@ class LossContext:
     gradient_mask: Optional[Tensor] = None
     host: str = "unknown"
     timestep_scale: Optional[float] = None
+    dmd_over: str = "sample"
+    dmd_eps: float = 0.0
 
     @cached_property
     def dmd_normalizer(self) -> Tensor:
-        """The host's per-sample DMD normaliser ``mean |generated - pred_real|`` in float64, ``[B]``.
+        """The host's own DMD normaliser in float64, ``[B]`` (see :func:`dmd_normalizer`).
 
         Computed on first use only: most losses never read it, and it is a full pass over the video.
         """
-        with torch.no_grad():
-            return (self.generated.detach().double() - self.pred_real.double()).abs().flatten(1).mean(1)
+        return dmd_normalizer(self.generated, self.pred_real, over=self.dmd_over, eps=self.dmd_eps)
+
+
+def dmd_normalizer(generated: Tensor, pred_real: Tensor, *, over: str = "sample", eps: float = 0.0) -> Tensor:
+    """The DMD normaliser ``n = mean |generated - pred_real| + eps`` in float64, one per sample ``[B]``.
+
+    The hosts divide the DMD gradient by it: averaged over ``(F, C, H, W)`` per sample
+    (``over="sample"``: CausVid, Self-Forcing, FastGen with ``eps=1e-6``) or over the whole batch
+    (``over="batch"``: FastVideo's one scalar, repeated for every sample).
+
+    Example:
+        >>> x, real = torch.tensor([[1.0, 3.0], [0.0, 0.0]]), torch.zeros(2, 2)
+        >>> dmd_normalizer(x, real).tolist(), dmd_normalizer(x, real, over="batch").tolist()
+        ([2.0, 0.0], [1.0, 1.0])
+    """
+    if over not in ("sample", "batch"):
+        raise ValueError(f"`over` should be 'sample' or 'batch', got {over!r}")
+    with torch.no_grad():
+        gap = generated.detach().to(torch.float64, copy=True).sub_(pred_real.detach()).abs_()
+        n = gap.flatten(1).mean(1) if over == "sample" else gap.mean().expand(gap.shape[0])
+        return n + eps if eps else n
 
 
 @runtime_checkable

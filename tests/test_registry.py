@@ -197,6 +197,24 @@ class TestCompose:
         assert ctx.dmd_normalizer.tolist() == [2.0, 1.0]  # mean |x - 0| per sample
         assert ctx.dmd_normalizer.dtype == torch.float64
 
+    def test_dmd_normalizer_over_the_batch_and_with_an_epsilon(self):
+        x = torch.tensor([1.0, 3.0, -2.0, 0.0]).reshape(2, 2, 1, 1, 1)
+        batch = LossContext(x, torch.zeros_like(x), torch.zeros_like(x), dmd_over="batch")
+        assert batch.dmd_normalizer.tolist() == [1.5, 1.5]  # (1 + 3 + 2 + 0) / 4, FastVideo's one scalar
+        eps = LossContext(x, torch.zeros_like(x), torch.zeros_like(x), dmd_eps=0.25)
+        assert eps.dmd_normalizer.tolist() == [2.25, 1.25]  # FastGen's + eps, per sample
+        with pytest.raises(ValueError, match="`over` should be 'sample' or 'batch', got 'frame'"):
+            LossContext(x, x, x, dmd_over="frame").dmd_normalizer
+
+    def test_msm_dmd_normalisation_reads_the_contexts_normaliser(self):
+        # With the batch-wide normaliser n = 1.5 and pred_fake - pred_real moving by 1 per frame in
+        # every sample, g = 1 / 1.5 on every entry: loss = 0.5 * (2/3)^2.
+        x = torch.tensor([1.0, 3.0, -2.0, 0.0]).reshape(2, 2, 1, 1, 1)
+        fake = torch.tensor([0.0, 1.0, 0.0, 1.0]).reshape(2, 2, 1, 1, 1)
+        term = get_loss("msm")(lam=1.0, normalization="dmd", per_pair_logs=False)
+        loss, _ = term(LossContext(x, torch.zeros_like(x), fake, dmd_over="batch"))
+        assert loss.item() == pytest.approx(0.5 * (2 / 3) ** 2, rel=1e-12)
+
     def test_log_key_clash(self, fresh):
         with pytest.raises(ValueError, match=r"extra loss 'constant' logs keys that are already present: \['constant_value'\]"):
             compose(torch.tensor(0.0), {"constant_value": 1}, [Constant()], _ctx())

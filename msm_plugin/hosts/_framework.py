@@ -107,12 +107,9 @@ class FrameworkHost(Host):
     def config_of(self, obj: Any) -> Any:
         """The mapping holding ``extra_losses`` and the per-loss sections for ``obj``."""
 
-    def prepare(self, losses: Sequence[ExtraLoss]) -> Sequence[ExtraLoss]:
-        return losses
-
     def extras(self, losses: Sequence[ExtraLoss]) -> Optional[ExtraLosses]:
         """The :class:`ExtraLosses` a constructor installs for ``losses`` (None for none)."""
-        return ExtraLosses(self.prepare(losses)) if losses else None
+        return ExtraLosses(losses) if losses else None
 
     def matches(self, obj: Any) -> bool:
         return not isinstance(obj, type) and all(hasattr(obj, name) for name in self.required)
@@ -124,7 +121,7 @@ class FrameworkHost(Host):
         return obj, self.config_of(obj)
 
     def install(self, target: Any, losses: Sequence[ExtraLoss]) -> None:
-        extra = ExtraLosses(self.prepare(losses))  # checks the losses before any change
+        extra = ExtraLosses(losses)  # checks the losses before any change
         if extra_of(target) is not None:
             warnings.warn(
                 f"{type(target).__name__} already has msm_plugin extra losses; replacing them (they never stack)",

@@ -16,8 +16,7 @@ the extra losses as keyword arguments of that same call::
   gradient flows through the view). Timestep ``t``: ``[B]`` in [0, 1], one per sample, expanded
   to ``[B, T]``.
 - Normaliser: FastGen's is per sample, ``1 / (mean |gen - teacher| + 1e-6)``; MSM's ``dmd``
-  normaliser is the same per-sample mean (without the 1e-6, which only matters when the
-  generator already equals the teacher).
+  normaliser is the same (the context carries ``dmd_eps=1e-6``).
 - Loss and logs: ``loss_map["total_loss"]`` (VSD + GAN, what FastGen back-propagates) gains
   ``sum weight * loss``; ``loss_map`` gains ``dmd_loss`` (FastGen's total before the extra
   losses), ``msm_loss``, ``msm_lambda``, ``msm_gradient_norm`` and the motion diagnostics, as
@@ -109,6 +108,8 @@ def _student_update_step(
         pred_fake=frames_first(args["fake_score_x0"].detach()),
         timestep=t.detach().reshape(b, 1).expand(b, f),
         host="fastgen",
+        timestep_scale=1.0,  # FastGen's t is the noise level in [0, 1]
+        dmd_eps=1e-6,  # its normaliser is mean |gen - teacher| + 1e-6
     )
     host_loss = loss_map["total_loss"]
     total, logs = extra.add(host_loss, loss_map, ctx)

@@ -20,8 +20,8 @@ subclasses of its ``DMD2Method`` / ``SelfForcingMethod`` add MSM from the same `
 - Timestep: one score timestep ``[1]`` for the whole batch, expanded to ``[B, F]`` (all equal, so
   the strict policy holds). Layout ``[B, F, C, H, W]``, no gradient mask.
 - Normaliser: FastVideo divides by ONE scalar, ``mean |x - real_cfg_x0|`` over the whole batch;
-  a loss whose ``normalization`` is ``"dmd"`` sees the batch as one sample (frames kept, the
-  batch folded into channels) so that its normaliser is that same scalar.
+  the context says so (``dmd_over="batch"``), so MSM's ``"dmd"`` normaliser is that same scalar.
+- Noise level: the score timestep is on the student's ``num_train_timesteps`` scale (1000).
 - Logs: ``single_train_step`` returns its metrics plus the extra scalars of that step
   (``dmd_loss``, ``msm_loss``, ``msm_lambda``, ``msm_gradient_norm``, ``msm_motion_*``, ...),
   which FastVideo's trainer averages and sends to its tracker with its own.
@@ -31,10 +31,9 @@ subclasses of its ``DMD2Method`` / ``SelfForcingMethod`` add MSM from the same `
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
-from einops import rearrange
 from torch import Tensor
 
 from msm_plugin.hosts._framework import FrameworkHost, build_subclass, extra_of, set_extra
@@ -122,6 +121,8 @@ def _dmd_loss(method: Any, original: Any, generator_pred_x0: Tensor, batch: Any)
         pred_fake=pred_fake,
         timestep=score_timestep(timestep.detach(), b, f),
         host="fastvideo",
+        timestep_scale=getattr(method.student, "num_train_timesteps", None),
+        dmd_over="batch",  # FastVideo divides by one scalar over the whole batch
     )
     total, _ = extra.add(loss, {}, ctx)
     return total.to(loss.dtype)  # the host's dtype: with lam = 0 this is its loss bit for bit
@@ -146,51 +147,6 @@ def _init(method: Any, original: Any, *, cfg: Any, role_models: Any) -> None:
     set_extra(method, host.extras(losses))
 
 
-def _fold_batch(t: Optional[Tensor]) -> Optional[Tensor]:
-    """``[B, F, C, ...] -> [1, F, B*C, ...]``: one sample, the same frames (a view when B = 1)."""
-    return None if t is None else rearrange(t, "b f c ... -> () f (b c) ...")
-
-
-class _WholeBatch:
-    """A loss whose ``dmd`` normaliser must be FastVideo's one scalar: it sees the batch as one sample.
-
-    Motion is taken along frames within each sample as before; only the per-sample reductions
-    (the normaliser) now run over the whole batch. Anything else is the wrapped loss's.
-    """
-
-    def __init__(self, loss: ExtraLoss) -> None:
-        self.loss = loss
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "loss":  # not set yet (e.g. during unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.loss, name)
-
-    def __call__(self, ctx: LossContext) -> Any:
-        if ctx.generated.shape[0] == 1:
-            return self.loss(ctx)
-        timestep = ctx.timestep
-        if timestep is not None:
-            if (timestep != timestep[:1]).any():
-                raise ValueError("FastVideo's batch shares one score timestep, but this context's timesteps differ across samples")
-            timestep = timestep[:1]
-        mask = ctx.gradient_mask
-        if mask is not None and mask.dim() == 2:
-            mask = mask[:, :, None, None, None].expand(ctx.generated.shape)
-        folded = LossContext(
-            generated=_fold_batch(ctx.generated),
-            pred_real=_fold_batch(ctx.pred_real),
-            pred_fake=_fold_batch(ctx.pred_fake),
-            timestep=timestep,
-            gradient_mask=_fold_batch(mask),
-            host=ctx.host,
-        )
-        return self.loss(folded)
-
-    def __repr__(self) -> str:
-        return f"{self.loss!r} (normalised over the whole batch, as FastVideo)"
-
-
 class FastVideoHost(FrameworkHost):
     name = "fastvideo"
     description = "a FastVideo DMD2Method / SelfForcingMethod (with _dmd_loss, teacher, critic, method_config)"
@@ -204,9 +160,6 @@ class FastVideoHost(FrameworkHost):
 
     def config_of(self, obj: Any) -> Any:
         return obj.method_config
-
-    def prepare(self, losses: Sequence[ExtraLoss]) -> List[ExtraLoss]:
-        return [_WholeBatch(loss) if getattr(getattr(loss, "config", None), "normalization", None) == "dmd" else loss for loss in losses]
 
     def build_losses(self, method_config: Dict[str, Any]) -> List[ExtraLoss]:
         from msm_plugin.config import build_extra_losses

@@ -36,7 +36,7 @@ from msm_plugin.options import (
     real_at_least,
     real_between,
 )
-from msm_plugin.registry import register_loss
+from msm_plugin.registry import dmd_normalizer, register_loss
 
 __all__ = ["MSMConfig", "MSMLoss", "MSMTerm", "msm_loss", "scheduled_lam"]
 
@@ -295,10 +295,13 @@ def _msm_terms(
     gradient_mask: Optional[Tensor],
     config: MSMConfig,
     timestep_scale: Optional[float] = None,
+    host_normalizer: Optional[Tensor] = None,
 ) -> _Terms:
     """Evaluate MSM and keep its intermediate tensors (see :func:`msm_loss` for the maths).
 
     ``config`` is already valid (checked once when it was built); only the tensors are checked.
+    ``host_normalizer`` (``[B]``) is the host's own DMD normaliser for ``normalization="dmd"``;
+    None: the per-sample one of CausVid and Self-Forcing.
     """
     order, feature, normalization, timestep_policy = config.order, config.feature, config.normalization, config.timestep_policy
     reach = config.reach  # an entry of M reads frames f .. f + reach: the masks below use it as the order
@@ -329,8 +332,8 @@ def _msm_terms(
 
         if normalization == "none":
             normalizer = None
-        elif normalization == "dmd":  # the host's own: mean |x - pred_real| over (F, C, H, W)
-            normalizer = (generated.detach().to(torch.float64, copy=True).sub_(pred_real.detach())).abs_().flatten(1).mean(1)
+        elif normalization == "dmd":  # the host's own
+            normalizer = dmd_normalizer(generated, pred_real) if host_normalizer is None else host_normalizer
         else:  # mean |M f(x) - M f(real)| = mean |M (f(x) - f(real))| over the counted entries
             gap = _motion_operator(fx.detach().to(torch.float64, copy=True).sub_(fr), config).abs_()
             if weights is None:
@@ -556,7 +559,8 @@ class MSMTerm:
 
     def __call__(self, ctx: Any) -> Tuple[Tensor, Dict[str, Any]]:
         c = self.config
-        terms = _msm_terms(ctx.generated, ctx.pred_real, ctx.pred_fake, ctx.timestep, ctx.gradient_mask, c, ctx.timestep_scale)
+        host_normalizer = ctx.dmd_normalizer if c.normalization == "dmd" else None
+        terms = _msm_terms(ctx.generated, ctx.pred_real, ctx.pred_fake, ctx.timestep, ctx.gradient_mask, c, ctx.timestep_scale, host_normalizer)
         logs: Dict[str, Any] = {
             "msm_loss": terms.loss.detach(),
             "msm_lambda": self.weight,
