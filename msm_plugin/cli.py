@@ -87,12 +87,16 @@ def doctor() -> int:
         cuda = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build, no device visible"
     print(f"torch {torch.__version__}: {cuda}")
     print("hosts:")
-    sys.path.append(os.getcwd())  # Self-Forcing imports from its checkout, not from site-packages
+    here = os.getcwd()
+    added = here not in sys.path  # Self-Forcing imports from its checkout, not from site-packages
+    if added:
+        sys.path.append(here)
     try:
         for host, module in HOSTS.items():
             print(f"  {host:<14} {probe_host(module)} (import {module})")
     finally:
-        sys.path.remove(os.getcwd())
+        if added:
+            sys.path.remove(here)
     print("extra losses:")
     try:
         print("\n".join(_losses()))

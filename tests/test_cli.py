@@ -97,3 +97,19 @@ def test_module_entry_point_in_a_subprocess(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == (ROOT / "examples" / "configs" / "causvid_wan_stage3_msm.yaml").read_text()
+
+
+def test_doctor_finds_a_host_in_the_current_directory_and_restores_sys_path(tmp_path, monkeypatch, capsys):
+    """Self-Forcing is not installed: it imports from its checkout, where the user runs the doctor."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "__init__.py").write_text("")
+    (tmp_path / "model" / "dmd.py").write_text("class DMD:\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    before = list(sys.path)
+    try:
+        assert main(["doctor"]) == 0
+    finally:
+        for name in ("model.dmd", "model"):
+            sys.modules.pop(name, None)
+    assert "  self-forcing   importable (import model.dmd)" in capsys.readouterr().out
+    assert sys.path == before
