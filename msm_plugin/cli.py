@@ -29,7 +29,7 @@ __all__ = ["HOSTS", "build_parser", "main", "probe_host"]
 
 #: Host trainers msm-plugin adapts -> the module whose import says the host is usable here.
 #: Self-Forcing is not a distribution: it is importable from its checkout (the current directory).
-HOSTS = {"causvid": "causvid.dmd", "self-forcing": "model.dmd", "fastvideo": "fastvideo", "fastgen": "fastgen"}
+HOSTS = {"causvid": "causvid.dmd", "self_forcing": "model.dmd", "fastvideo": "fastvideo", "fastgen": "fastgen"}
 
 
 def _first_line(text: str) -> str:
@@ -59,17 +59,19 @@ def probe_host(module: str) -> str:
 
 
 def _losses() -> List[str]:
-    """One line per registered extra loss, naming the distribution that declares it."""
-    from msm_plugin.registry import ENTRY_POINT_GROUP, available_losses
+    """One line per registered extra loss: the distribution that ships its factory, and the factory."""
+    from msm_plugin.registry import available_losses, get_loss
 
-    names = available_losses()
-    eps = metadata.entry_points()
-    declared = eps.select(group=ENTRY_POINT_GROUP) if hasattr(eps, "select") else eps.get(ENTRY_POINT_GROUP, [])
-    origin = {}
-    for ep in declared:
-        dist = getattr(getattr(ep, "dist", None), "name", None) or "<unknown distribution>"
-        origin[ep.name] = f"distribution {dist} ({ep.value})"
-    return [f"  {name:<14} {origin.get(name, 'registered in this process')}" for name in names]
+    # Python 3.9 lacks packages_distributions; the factory's module still says where it comes from.
+    owners = metadata.packages_distributions() if hasattr(metadata, "packages_distributions") else {}
+    lines = []
+    for name in available_losses():
+        factory = get_loss(name)
+        module = getattr(factory, "__module__", "?")
+        dists = sorted(set(owners.get(module.split(".")[0], ())))
+        where = f"distribution {', '.join(dists)}" if dists else "no installed distribution"
+        lines.append(f"  {name:<14} {where} ({module}:{getattr(factory, '__qualname__', factory)})")
+    return lines
 
 
 def doctor() -> int:

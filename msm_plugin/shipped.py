@@ -53,8 +53,8 @@ def shipped_files(kind: str) -> Dict[str, Path]:
     if kind not in KINDS:
         raise ValueError(f"`kind` should be one of {tuple(KINDS)}, got {kind!r}")
     folder = _folder(kind)
-    files = sorted(folder.glob(f"*{KINDS[kind].suffix}")) if folder.is_dir() else []
-    return {_name(path, kind): path for path in sorted(files, key=lambda p: _name(p, kind))}
+    files = folder.glob(f"*{KINDS[kind].suffix}") if folder.is_dir() else []
+    return dict(sorted((_name(path, kind), path) for path in files))
 
 
 def find_shipped(kind: str, name: str) -> Path:

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from msm_plugin.cli import HOSTS, main, probe_host
 from msm_plugin.config import parse_extra_losses
+from msm_plugin.shipped import shipped_files
 from tests.causvid_standin import SCRIPT, write_causvid_standin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +55,10 @@ def test_patch_usage_errors(tmp_path, capsys):
     assert capsys.readouterr().err == f"msm-plugin: error: expected DIR to be a causvid checkout folder, got {tmp_path / 'nope'} (not a folder)\n"
     assert main(["patch", "causvid", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"msm-plugin: error: {tmp_path} is not a causvid checkout: it has no causvid/train_distillation.py\n"
-    assert main(["patch", "selfforcing", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == "msm-plugin: error: no shipped patch named 'selfforcing'; shipped: causvid\n"
+    assert main(["patch", "causvd", str(tmp_path)]) == 2
+    shipped = ", ".join(shipped_files("patch"))
+    assert "causvid" in shipped
+    assert capsys.readouterr().err == f"msm-plugin: error: no shipped patch named 'causvd'; shipped: {shipped}\n"
 
 
 def test_config_prints_a_valid_example_and_lists_them(capsys):
@@ -64,10 +67,10 @@ def test_config_prints_a_valid_example_and_lists_them(capsys):
     assert text == (ROOT / "examples" / "configs" / "causvid_wan_stage1_msm.yaml").read_text()
     assert [spec.name for spec in parse_extra_losses(OmegaConf.create(text))] == ["msm"]
     assert main(["config"]) == 0
-    listed = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in listed] == ["causvid_wan_stage1_msm", "causvid_wan_stage3_msm"]
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == sorted(path.stem for path in (ROOT / "examples" / "configs").glob("*.yaml"))
     assert main(["config", "stage1"]) == 2
-    assert "no shipped config named 'stage1'; shipped: causvid_wan_stage1_msm, causvid_wan_stage3_msm" in capsys.readouterr().err
+    assert f"no shipped config named 'stage1'; shipped: {', '.join(listed)}\n" in capsys.readouterr().err
 
 
 def test_probe_host_reports_import_failures_without_raising(tmp_path, monkeypatch):
@@ -111,5 +114,5 @@ def test_doctor_finds_a_host_in_the_current_directory_and_restores_sys_path(tmp_
     finally:
         for name in ("model.dmd", "model"):
             sys.modules.pop(name, None)
-    assert "  self-forcing   importable (import model.dmd)" in capsys.readouterr().out
+    assert "  self_forcing   importable (import model.dmd)" in capsys.readouterr().out
     assert sys.path == before
