@@ -75,7 +75,11 @@ def _native_stderr_silenced():
     say comes back in the raised error, which the caller records.
     """
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (a detached process): nothing can reach a terminal anyway
+        yield
+        return
     try:
         with open(os.devnull, "wb") as devnull:
             os.dup2(devnull.fileno(), 2)
