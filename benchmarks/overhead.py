@@ -126,6 +126,15 @@ def network_calls(shape, device, dtype) -> Dict[str, int]:
     return counts
 
 
+def make_inputs(shape, device, dtype):
+    """``(x, pred_real, pred_fake)`` on ``device``: drawn on the CPU from seed 0 (the same numbers on
+    every device), combined there, then moved; ``x`` requires grad."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x, real, noise = (torch.randn(shape, generator=g) for _ in range(3))
+    fake = real + 0.1 * noise
+    return x.to(device, dtype).requires_grad_(True), real.to(device, dtype), fake.to(device, dtype)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -140,10 +149,7 @@ def main(argv=None) -> None:
     print(f"| shape | dmd ms | msm ms | msm/dmd time | msm_term/dmd time | dmd extra MiB | msm extra MiB | msm/dmd memory |")
     print("|---|---|---|---|---|---|---|---|")
     for label, shape in SHAPES.items():
-        g = torch.Generator(device="cpu").manual_seed(0)
-        x = torch.randn(shape, generator=g).to(device, dtype).requires_grad_(True)
-        real = torch.randn(shape, generator=g).to(device, dtype)
-        fake = (real + 0.1 * torch.randn(shape, generator=g)).to(device, dtype)
+        x, real, fake = make_inputs(shape, device, dtype)
         ms = time_ms(fns, x, real, fake, args.repeats, device)
         mem = {k: peak_extra_mb(fns[k], x, real, fake, device) for k in ("dmd", "msm")}
         print(

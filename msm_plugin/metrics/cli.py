@@ -4,8 +4,10 @@
              [--feature-extractor extractor.pt2] [--static-threshold 0.00196]
 
 Writes the JSON result and a Markdown table next to it (``results.md``) and prints the
-table. Unreadable items are listed under ``errors`` and skipped; the exit status is 1 only
-when no generated video could be scored, 2 for a usage error.
+table. Unreadable items are listed under ``errors`` and skipped. Exit status: 0 scored; 1 when
+no generated video could be scored (nothing is written) or when a reference was given but none
+of it could be compared (the generated set's scores are written); 2 for a usage error, such as
+a path that does not exist (checked before any work). Failures are one line on stderr.
 """
 
 from __future__ import annotations
@@ -62,10 +64,18 @@ def _load_extractor(path: Path):
     return module
 
 
+def _fail(message: str, status: int) -> int:
+    print(f"msm-eval: {message}", file=sys.stderr)
+    return status
+
+
 def main(argv=None) -> int:
-    """Run ``msm-eval``; returns the exit status (0 scored, 1 nothing scored, 2 usage error)."""
+    """Run ``msm-eval``; returns the exit status (0 scored, 1 nothing scored or reference not compared, 2 usage error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    for flag, path in (("GENERATED", args.generated), ("--reference", args.reference)):
+        if path is not None and not path.exists():
+            return _fail(f"error: {flag} {path}: no such file or folder", 2)
     if not args.static_threshold > 0:
         parser.error(f"--static-threshold should be positive, got {args.static_threshold}")
     extractor = None
@@ -83,12 +93,17 @@ def main(argv=None) -> int:
         feature_extractor=extractor,
         static_threshold=args.static_threshold,
     )
+    if not result["metrics"]:  # an empty report would only repeat the errors
+        (name, reason), more = next(iter(result["errors"].items())), len(result["errors"]) - 1
+        also = f" (and {more} more)" if more else ""
+        return _fail(f"no video in {args.generated} could be scored: {name}: {reason}{also}", 1)
     json_path, markdown_path = write_results(result, args.out)
     print(markdown_table(result), end="")
     print(f"wrote {json_path} and {markdown_path}")
-    if not result["metrics"]:
-        print(f"msm-eval: no video in {args.generated} could be scored", file=sys.stderr)
-        return 1
+    if args.reference is not None and not result["reference_metrics"]:
+        reasons = {name: reason for name, reason in result["errors"].items() if name.startswith("reference")}
+        name, reason = next(iter(reasons.items()), ("reference", "no video read"))
+        return _fail(f"the comparison with {args.reference} could not be made: {name}: {reason}", 1)
     return 0
 
 

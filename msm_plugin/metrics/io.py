@@ -19,8 +19,11 @@ one is recorded in ``errors`` and the others are still returned.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,17 +66,42 @@ def _to_unit_frames(frames: np.ndarray, source: str) -> np.ndarray:
     return np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(scale)
 
 
+@contextmanager
+def _native_stderr_silenced():
+    """Point file descriptor 2 at the null device for the duration of the block.
+
+    decord's C++ logger and FFmpeg's libav write straight to descriptor 2 (``moov atom not
+    found``, ``video_reader.cc:83: ERROR opening``), around Python's ``sys.stderr``; what they
+    say comes back in the raised error, which the caller records.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (a detached process): nothing can reach a terminal anyway
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _read_decord(path: Path) -> np.ndarray:
     import decord
 
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-    return reader.get_batch(list(range(len(reader)))).asnumpy()
+    with _native_stderr_silenced():
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        return reader.get_batch(list(range(len(reader)))).asnumpy()
 
 
 def _read_imageio(path: Path) -> np.ndarray:
     import imageio.v3 as iio
 
-    return np.asarray(iio.imread(path, index=None))
+    with _native_stderr_silenced():
+        return np.asarray(iio.imread(path, index=None))
 
 
 def _decord_available() -> bool:

@@ -184,6 +184,11 @@ def _describe(path, loaded) -> dict:
     }
 
 
+def _labelled(side: str, path, errors: dict) -> dict:
+    """``"<side>/<item>"`` for an item inside ``path``, plain ``side`` for ``path`` itself (missing, empty)."""
+    return {(side if name == str(Path(path)) else f"{side}/{name}"): message for name, message in errors.items()}
+
+
 def evaluate(
     generated,
     reference=None,
@@ -206,15 +211,15 @@ def evaluate(
         ``videos``), ``metrics`` (generated values and distances; NaN written as None),
         ``reference_metrics``, ``directions`` (key -> "lower" or
         "closer to reference") and ``errors`` ("generated/<item>" or "reference/<item>" ->
-        reason). ``metrics`` is empty when no generated video could be read.
+        reason; plain "generated" / "reference" when the path itself cannot be read). ``metrics`` is empty when no generated video could be read.
     """
     gen_set = load_videos(generated, backend=backend)
-    errors = {f"generated/{name}": message for name, message in gen_set.errors.items()}
+    errors = _labelled("generated", generated, gen_set.errors)
     result = {"generated": _describe(generated, gen_set), "reference": None}
     ref_videos = None
     if reference is not None:
         ref_set = load_videos(reference, backend=backend)
-        errors.update({f"reference/{name}": message for name, message in ref_set.errors.items()})
+        errors.update(_labelled("reference", reference, ref_set.errors))
         result["reference"] = _describe(reference, ref_set)
         ref_videos = ref_set.videos
     metrics: dict[str, float] = {}

@@ -79,12 +79,49 @@ def test_failing_extractor_costs_only_feature_fd(tmp_path, sets, capsys):
     assert result["errors"]["feature_fd"].startswith("the feature extractor failed on a batch of shape (3, 8, 3, 24, 24)")
 
 
-def test_nothing_scored_exits_one(tmp_path, capsys):
+def test_nothing_scored_exits_one_without_an_empty_report(tmp_path, capsys):
     (tmp_path / "bad.mp4").write_bytes(b"junk")
     out = tmp_path / "results.json"
     assert main([str(tmp_path / "bad.mp4"), "--out", str(out)]) == 1
-    assert json.loads(out.read_text())["metrics"] == {}
-    assert "msm-eval: no video in" in capsys.readouterr().err
+    assert not out.exists() and not out.with_suffix(".md").exists()
+    err = capsys.readouterr().err
+    assert err.startswith(f"msm-eval: no video in {tmp_path / 'bad.mp4'} could be scored: generated/bad.mp4: cannot decode")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("which", ["generated", "reference"])
+def test_missing_path_is_a_one_line_usage_error_before_any_work(tmp_path, capsys, which, rng):
+    np.save(tmp_path / "gen.npy", rng.random((2, 3, 3, 8, 8)).astype(np.float32))
+    gen, ref = (tmp_path / "nope", tmp_path / "gen.npy") if which == "generated" else (tmp_path / "gen.npy", tmp_path / "nope")
+    out = tmp_path / "results.json"
+    assert main([str(gen), "--reference", str(ref), "--out", str(out)]) == 2
+    flag = "GENERATED" if which == "generated" else "--reference"
+    assert capsys.readouterr() == ("", f"msm-eval: error: {flag} {tmp_path / 'nope'}: no such file or folder\n")
+    assert not out.exists()
+
+
+def test_reference_that_cannot_be_compared_exits_one_but_keeps_the_generated_scores(tmp_path, capsys, rng):
+    np.save(tmp_path / "gen.npy", rng.random((2, 3, 3, 8, 8)).astype(np.float32))
+    (tmp_path / "ref.mp4").write_bytes(b"junk")
+    out = tmp_path / "results.json"
+    assert main([str(tmp_path / "gen.npy"), "--reference", str(tmp_path / "ref.mp4"), "--out", str(out)]) == 1
+    result = json.loads(out.read_text())
+    assert result["metrics"]["motion_energy"] > 0 and result["reference_metrics"] == {}
+    err = capsys.readouterr().err
+    assert err.startswith(f"msm-eval: the comparison with {tmp_path / 'ref.mp4'} could not be made: reference/ref.mp4: cannot decode")
+    assert err.count("\n") == 1
+
+
+def test_decoder_noise_does_not_reach_the_terminal(tmp_path):
+    """decord and FFmpeg log to descriptor 2 from C; a real process shows whether that leaks."""
+    (tmp_path / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a movie")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-m", "msm_plugin.metrics.cli", str(tmp_path / "bad.mp4"), "--out", str(tmp_path / "r.json")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("msm-eval: no video in") and done.stderr.count("\n") == 1, done.stderr
 
 
 def test_extractor_needs_reference(tmp_path, capsys):

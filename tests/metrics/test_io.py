@@ -1,3 +1,4 @@
+import os
 import sys
 
 import imageio.v2 as imageio_v2
@@ -249,3 +250,23 @@ class TestLoadVideos:
     def test_unknown_backend(self, tmp_path):
         with pytest.raises(ValueError, match="`backend` should be one of"):
             load_videos(tmp_path, backend="ffmpeg")
+
+
+class TestDecoderMessages:
+    def test_descriptor_2_is_restored_after_a_failed_decode(self, tmp_path, capfd):
+        """The decoders' own messages are dropped, and what is written after the decode arrives."""
+        (tmp_path / "bad.mp4").write_bytes(b"junk")
+        with pytest.raises(ValueError, match="cannot decode"):
+            read_video(tmp_path / "bad.mp4")
+        os.write(2, b"still here\n")
+        assert capfd.readouterr().err == "still here\n"
+
+    def test_without_descriptor_2_files_still_decode(self, tmp_path, clip, monkeypatch):
+        frames, expected = clip
+        iio.imwrite(tmp_path / "c.gif", frames, duration=100)
+
+        def no_descriptor(fd):
+            raise OSError(9, "Bad file descriptor")
+
+        monkeypatch.setattr(video_io.os, "dup", no_descriptor)
+        assert read_video(tmp_path / "c.gif").shape == expected.shape

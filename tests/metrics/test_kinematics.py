@@ -13,12 +13,14 @@ from msm_plugin.metrics.kinematics import (
 
 class TestSpeedAcceleration:
     def test_sliding_linear_ramp_has_constant_speed_and_zero_acceleration(self):
-        # x(h, w, f) = 0.2 + 0.01 * (w - 2 f): a ramp sliding 2 px/frame; every pixel falls 0.02 per frame.
+        # x(h, w, f) = 1/4 + (w - 2 f)/128: a ramp sliding 2 px/frame; every pixel falls 1/64 per frame.
+        # Multiples of 1/128 below 1 are exact in float32 and their differences and sums here are
+        # too, so the answer is exact whatever the CPU's kernels (FMA or not, any reduction order).
         w = torch.arange(32.0)
-        frames = torch.stack([0.2 + 0.01 * (w - 2 * f) for f in range(6)])
+        frames = torch.stack([0.25 + (w - 2 * f) / 128 for f in range(6)])
         x = frames.view(1, 6, 1, 1, 32).expand(1, 6, 3, 16, 32)
-        np.testing.assert_allclose(speed_samples(x), np.full((1, 5), 0.02), rtol=1e-5)
-        np.testing.assert_allclose(acceleration_samples(x), np.zeros((1, 4)), atol=1e-7)
+        np.testing.assert_array_equal(speed_samples(x), np.full((1, 5), 1 / 64))
+        np.testing.assert_array_equal(acceleration_samples(x), np.zeros((1, 4)))
 
     def test_quadratic_fade_acceleration(self):
         # x[f] = 0.01 f^2: first differences 0.01 (2f + 1), second differences 0.02.

@@ -1,0 +1,83 @@
+"""Check the installed wheel as a user gets it: run with the wheel's venv active, outside the repository.
+
+- ``msm_plugin`` is imported from site-packages (not the source tree, not an editable install);
+- the ``msm-plugin`` entry point runs; ``doctor`` finds the ``msm`` loss through the wheel's
+  entry-point metadata;
+- the config route: the shipped stage-1 config, printed by ``msm-plugin config``, wraps a toy DMD
+  (``apply_extra_losses``, as ``msm-train`` and the patch do) and a generator step logs MSM;
+- ``msm-plugin patch causvid DIR --check`` and the real apply on a stand-in CausVid tree.
+"""
+
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*command: str, cwd=None) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    if done.returncode != 0:
+        sys.exit(f"check_wheel: {' '.join(command)} exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def main() -> None:
+    import torch
+    from omegaconf import OmegaConf
+
+    import msm_plugin
+    from msm_plugin.adapters import apply_extra_losses, pop_extra_logs
+    from msm_plugin.toy.dmd import ToyDMD
+    from msm_plugin.toy.teacher import FlowMatchScheduler
+
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    package = Path(msm_plugin.__file__).resolve().parent
+    if package.parent != site:  # an editable install or the source tree would resolve to REPO/msm_plugin
+        sys.exit(f"check_wheel: msm_plugin was imported from {package}, not from the wheel in {site}")
+    for script in ("msm-plugin", "msm-train", "msm-demo", "msm-eval"):
+        if shutil.which(script) is None:
+            sys.exit(f"check_wheel: the wheel installed no `{script}` command")
+
+    doctor = run("msm-plugin", "doctor")
+    if "distribution msm-plugin (msm_plugin.losses.msm:MSMTerm)" not in doctor or "shipped patches: causvid" not in doctor:
+        sys.exit(f"check_wheel: unexpected `msm-plugin doctor` output:\n{doctor}")
+
+    class Shrink(torch.nn.Module):  # a stand-in score network: x0 = (1 - t/scale) x_t
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, noisy_image_or_video, conditional_dict, timestep):
+            return noisy_image_or_video * (1 - timestep[..., None, None, None] / self.scale)
+
+        def get_scheduler(self):
+            return FlowMatchScheduler()
+
+    config = OmegaConf.create(run("msm-plugin", "config", "causvid_wan_stage1_msm"))
+    # The critic shrinks differently from the teacher, so the DMD and MSM terms are non-zero.
+    dmd = apply_extra_losses(ToyDMD(config, Shrink(2000), Shrink(2000), Shrink(1000)))
+    loss, _ = dmd.generator_loss([1, 3, 1, 4, 4], {}, {}, None)
+    logs = pop_extra_logs(dmd)
+    if not (
+        torch.isfinite(loss) and logs.get("msm_loss", 0) > 0 and logs.get("dmd_loss", 0) > 0 and logs.get("msm_lambda") == 0.5
+    ):
+        sys.exit(f"check_wheel: the config route gave loss {loss} and logs {sorted(logs)}")
+
+    write_causvid_standin = runpy.run_path(str(REPO / "tests" / "causvid_standin.py"))["write_causvid_standin"]
+    with tempfile.TemporaryDirectory() as tmp:
+        script = write_causvid_standin(tmp)
+        run("msm-plugin", "patch", "causvid", tmp, "--check")
+        run("msm-plugin", "patch", "causvid", tmp)
+        if "build_extra_losses(config)" not in script.read_text():
+            sys.exit("check_wheel: `msm-plugin patch causvid` left the stand-in unpatched")
+    print(f"check_wheel: msm-plugin {msm_plugin.__version__} from {package}: entry points, config route and patch OK")
+
+
+if __name__ == "__main__":
+    main()
