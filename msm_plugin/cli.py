@@ -25,11 +25,7 @@ from typing import List, Optional
 
 from msm_plugin.shipped import find_shipped, shipped_files
 
-__all__ = ["HOSTS", "build_parser", "main", "probe_host"]
-
-#: Host trainers msm-plugin adapts -> the module whose import says the host is usable here.
-#: Self-Forcing is not a distribution: it is importable from its checkout (the current directory).
-HOSTS = {"causvid": "causvid.dmd", "self_forcing": "model.dmd", "fastvideo": "fastvideo", "fastgen": "fastgen"}
+__all__ = ["build_parser", "main", "probe_host"]
 
 
 def _first_line(text: str) -> str:
@@ -88,14 +84,18 @@ def doctor() -> int:
     else:
         cuda = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build, no device visible"
     print(f"torch {torch.__version__}: {cuda}")
+    from msm_plugin.hosts import available_hosts, get_host
+
     print("hosts:")
     here = os.getcwd()
     added = here not in sys.path  # Self-Forcing imports from its checkout, not from site-packages
     if added:
         sys.path.append(here)
     try:
-        for host, module in HOSTS.items():
-            print(f"  {host:<14} {probe_host(module)} (import {module})")
+        for name in available_hosts():
+            module = get_host(name).framework_module
+            found = f"{probe_host(module)} (import {module})" if module else "no framework module to probe"
+            print(f"  {name:<14} {found}")
     finally:
         if added:
             sys.path.remove(here)
@@ -152,7 +152,7 @@ def config(name: Optional[str]) -> int:
     """Print the example config ``name``, or list the shipped ones."""
     if name is None:
         for known, path in shipped_files("config").items():
-            print(f"{known:<28} {_first_line(path.read_text()).lstrip('# ')}")
+            print(f"{known:<28} {_first_line(path.read_text()).lstrip('# ').strip(chr(34))}")  # YAML comment or docstring
         return 0
     print(find_shipped("config", name).read_text(), end="")
     return 0

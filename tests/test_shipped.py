@@ -16,7 +16,8 @@ def test_source_tree_lists_the_top_level_files():
     assert patches["causvid"] == ROOT / "patches" / "causvid-extra-losses.patch"
     assert sorted(patches.values()) == sorted((ROOT / "patches").glob("*.patch"))
     configs = shipped_files("config")
-    assert set(configs) == {path.stem for path in (ROOT / "examples" / "configs").glob("*.yaml")}
+    examples = [p for p in (ROOT / "examples" / "configs").iterdir() if p.suffix in (".yaml", ".py")]
+    assert set(configs) == {path.stem for path in examples} and "fastgen_wan_t2v_dmd2_msm" in configs
     assert find_shipped("config", "causvid_wan_stage3_msm") == configs["causvid_wan_stage3_msm"]
     assert find_shipped("patch", "causvid-extra-losses.patch") == find_shipped("patch", "causvid")
 

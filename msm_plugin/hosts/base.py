@@ -157,12 +157,15 @@ class ExtraLosses:
 class Host(ABC):
     """One DMD training codebase (see the module docstring for the contract).
 
-    Subclasses set ``name`` (a lower-case identifier, the ``--host`` value with ``-`` for ``_``)
-    and ``description`` (how :func:`msm_plugin.wrap_trainer`'s error names what it accepts).
+    Subclasses set ``name`` (a lower-case identifier, the ``--host`` value with ``-`` for ``_``),
+    ``description`` (how :func:`msm_plugin.wrap_trainer`'s error names what it accepts) and
+    ``framework_module`` (the module whose import says the codebase is usable here, for
+    ``msm-plugin doctor``; empty when there is none to probe).
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    framework_module: ClassVar[str] = ""
 
     @abstractmethod
     def matches(self, obj: Any) -> bool:

@@ -44,6 +44,7 @@ def load_yaml(path: str) -> Any:
 
 class CausVidHost(DMDChainHost):
     name = "causvid"
+    framework_module = "causvid.dmd"
     description = "a CausVid Trainer (with .distillation_model) or a DMD object (with compute_distribution_matching_loss)"
     logging_methods = ("train_one_step",)
 

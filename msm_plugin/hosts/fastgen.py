@@ -137,6 +137,7 @@ def _init(model: Any, original: Any, config: Any, extra_losses: Optional[List[st
 
 class FastGenHost(FrameworkHost):
     name = "fastgen"
+    framework_module = "fastgen"
     description = "a FastGen DMD2Model / CausVidModel / SelfForcingModel (with _student_update_step, teacher, fake_score)"
     required = ("_student_update_step", "single_train_step", "teacher", "fake_score")
     hooks = {"_student_update_step": _student_update_step}

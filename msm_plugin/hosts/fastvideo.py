@@ -149,6 +149,7 @@ def _init(method: Any, original: Any, *, cfg: Any, role_models: Any) -> None:
 
 class FastVideoHost(FrameworkHost):
     name = "fastvideo"
+    framework_module = "fastvideo"
     description = "a FastVideo DMD2Method / SelfForcingMethod (with _dmd_loss, teacher, critic, method_config)"
     required = ("_dmd_loss", "single_train_step", "teacher", "critic", "method_config")
     hooks = {"_dmd_loss": _dmd_loss, "single_train_step": _single_train_step}

@@ -35,6 +35,7 @@ DEFAULT_CONFIG = os.path.join("configs", "default_config.yaml")
 
 class SelfForcingHost(DMDChainHost):
     name = "self_forcing"
+    framework_module = "model.dmd"  # not a distribution: importable from its checkout (the cwd)
     description = "a Self-Forcing Trainer (with .model and .config)"
     logging_methods = ("fwdbwd_one_step",)
 
