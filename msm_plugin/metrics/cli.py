@@ -1,7 +1,8 @@
-"""``msm-eval``: weight-free motion metrics of generated videos, optionally against a reference.
+"""``msm-eval``: motion metrics of generated videos, optionally against a reference.
 
     msm-eval GENERATED [--reference REF] [--out results.json] [--backend auto|decord|imageio]
-             [--feature-extractor extractor.pt2] [--static-threshold 0.00196]
+             [--feature-extractor extractor.pt2] [--flow-network raft.pt2] [--fps 16]
+             [--static-threshold 0.00196]
 
 Writes the JSON result and a Markdown table next to it (``results.md``) and prints the
 table. Unreadable items are listed under ``errors`` and skipped; the exit status is 1 only
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .energy import DEFAULT_STATIC_THRESHOLD
+from .flow import load_flow_network
 from .report import evaluate, markdown_table, write_results
 
 __all__ = ["build_parser", "main"]
@@ -24,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``msm-eval`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="msm-eval",
-        description="Weight-free motion metrics (motion energy, speed/acceleration, optical flow, "
-        "smoothness, Fréchet distances) of generated videos.",
+        description="Motion metrics (motion energy, speed/acceleration, optical flow, smoothness, "
+        "VBench-protocol proxies, FVMD-style and Fréchet distances) of generated videos.",
     )
     parser.add_argument("generated", type=Path, help="video file, tensor file (.pt/.npy) or folder of them")
     parser.add_argument("--reference", type=Path, default=None, help="reference videos, same formats")
@@ -37,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="torch.export program (.pt2, dynamic batch) or TorchScript file mapping "
         "[B, F, C, H, W] videos in [0, 1] to [B, D] features, for feature_fd",
+    )
+    parser.add_argument(
+        "--flow-network",
+        type=Path,
+        default=None,
+        help="torch.export program (.pt2) or TorchScript file mapping two [P, 3, H, W] frame batches "
+        "in [0, 1] to their flow [P, 2, H, W] in pixels (e.g. RAFT, see README); default OpenCV Farneback",
+    )
+    parser.add_argument(
+        "--fps", type=float, default=None, help="frame rate, for VBench's dynamic-degree frame sampling"
     )
     parser.add_argument(
         "--static-threshold",
@@ -68,6 +80,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.static_threshold > 0:
         parser.error(f"--static-threshold should be positive, got {args.static_threshold}")
+    if args.fps is not None and not args.fps > 0:
+        parser.error(f"--fps should be positive, got {args.fps}")
     extractor = None
     if args.feature_extractor is not None:
         if args.reference is None:
@@ -76,12 +90,20 @@ def main(argv=None) -> int:
             extractor = _load_extractor(args.feature_extractor)
         except ValueError as error:
             parser.error(str(error))
+    flow = None
+    if args.flow_network is not None:
+        try:
+            flow = load_flow_network(args.flow_network)
+        except ValueError as error:
+            parser.error(str(error))
     result = evaluate(
         args.generated,
         args.reference,
         backend=args.backend,
         feature_extractor=extractor,
         static_threshold=args.static_threshold,
+        flow=flow,
+        fps=args.fps,
     )
     json_path, markdown_path = write_results(result, args.out)
     print(markdown_table(result), end="")
