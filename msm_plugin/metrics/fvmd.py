@@ -45,24 +45,28 @@ _GRID, _CELL, _CUBE, _BINS, _SIZE, _MARGIN = 20, 5, 4, 8, 256.0, 8.0
 _LEVELS = 8  # log2 of the 256 magnitude levels
 
 
-def track_grid(flows: np.ndarray) -> np.ndarray:
-    """Positions of FVMD's 20 x 20 grid followed along ``flows`` ``[S - 1, H, W, 2]``.
+def track_grid(flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FVMD's 20 x 20 grid followed along ``flows`` ``[S - 1, H, W, 2]``: positions and velocities.
 
-    The grid spans ``8 .. 248`` of a 256 px frame, scaled to ``W x H``.
+    The grid spans ``8 .. 248`` of a 256 px frame, scaled to ``W x H``. Velocities are the
+    sampled flow steps themselves (not differences of positions), so that a uniform motion
+    gives exactly equal velocities and exactly zero acceleration: FVMD's log-magnitude
+    weight turns any non-zero round-off into a full 1/8.
 
     Returns:
-        float64 array ``[S, 400, 2]`` of (x, y) in pixels of the 256 x 256 frame.
+        float64 arrays ``[S, 400, 2]`` of (x, y) positions and velocities (``v[0] = 0``), in
+        pixels of the 256 x 256 frame.
 
-    >>> track_grid(np.zeros((1, 32, 32, 2)))[1, :2]
-    array([[ 8.        ,  8.        ],
-           [20.63157895,  8.        ]])
+    >>> positions, velocities = track_grid(np.ones((1, 32, 32, 2)))
+    >>> positions[1, 0], velocities[1, 0]
+    (array([16., 16.]), array([8., 8.]))
     """
     height, width = flows.shape[1:3]
     line = _MARGIN + np.arange(_GRID) / (_GRID - 1) * (_SIZE - 2 * _MARGIN)
     ys, xs = np.meshgrid(line, line, indexing="ij")
     scale = np.array([width / _SIZE, height / _SIZE])
     points = np.stack([xs.ravel(), ys.ravel()], axis=1) * scale  # native pixels
-    track = [points]
+    steps = [np.zeros_like(points)]
     for flow in flows:
         step = cv2.remap(
             flow.astype(np.float32),
@@ -70,10 +74,11 @@ def track_grid(flows: np.ndarray) -> np.ndarray:
             points[None, :, 1].astype(np.float32),
             cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
-        )[0]
+        )[0].astype(np.float64)
         points = points + step
-        track.append(points)
-    return np.stack(track) / scale
+        steps.append(step)
+    velocities = np.stack(steps) / scale
+    return np.cumsum(velocities, axis=0) + np.stack([xs.ravel(), ys.ravel()], axis=1), velocities
 
 
 def direction_histograms(vectors: np.ndarray) -> np.ndarray:
@@ -95,9 +100,8 @@ def direction_histograms(vectors: np.ndarray) -> np.ndarray:
 
 def clip_features(flows: np.ndarray) -> np.ndarray:
     """Feature of one clip from its ``[S - 1, H, W, 2]`` consecutive flows: ``[2 * (S // 4) * 128]``."""
-    track = track_grid(flows)
-    velocity = np.concatenate([np.zeros_like(track[:1]), np.diff(track, axis=0)])
-    acceleration = np.concatenate([np.zeros_like(track[:1]), np.diff(velocity, axis=0)])
+    _, velocity = track_grid(flows)
+    acceleration = np.concatenate([np.zeros_like(velocity[:1]), np.diff(velocity, axis=0)])
     acceleration[1] = 0.0  # v[0] is a convention, not a measurement: a[1] is undefined
     return np.concatenate([direction_histograms(velocity).ravel(), direction_histograms(acceleration).ravel()])
 
