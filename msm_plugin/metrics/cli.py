@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._load import load_network
 from .energy import DEFAULT_STATIC_THRESHOLD
 from .flow import load_flow_network
 from .report import evaluate, markdown_table, write_results
@@ -59,21 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_extractor(path: Path):
-    """A ``torch.export`` program (``.pt2``) or a TorchScript file, on the CPU; no pickled code runs."""
-    import torch
-
-    try:
-        if path.suffix == ".pt2":
-            module = torch.export.load(str(path)).module()
-        else:
-            module = torch.jit.load(str(path), map_location="cpu")
-            module.eval()
-    except Exception as error:  # both loaders raise RuntimeError, ValueError or zip errors on a bad file
-        raise ValueError(f"cannot load feature extractor {path} (torch.export .pt2 or TorchScript): {error}") from error
-    return module
-
-
 def main(argv=None) -> int:
     """Run ``msm-eval``; returns the exit status (0 scored, 1 nothing scored, 2 usage error)."""
     parser = build_parser()
@@ -87,7 +73,7 @@ def main(argv=None) -> int:
         if args.reference is None:
             parser.error("--feature-extractor needs --reference to compare against")
         try:
-            extractor = _load_extractor(args.feature_extractor)
+            extractor = load_network(args.feature_extractor, what="feature extractor")
         except ValueError as error:
             parser.error(str(error))
     flow = None

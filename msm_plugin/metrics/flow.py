@@ -24,13 +24,12 @@ Per frame pair of a video, from the flow ``u[f]`` (frame ``f`` to ``f + 1``):
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import torch
 
 from ._checks import as_videos
+from ._load import load_network
 
 __all__ = [
     "PEAK_SHARE",
@@ -144,16 +143,7 @@ def load_flow_network(path, *, batch_size: int = 8) -> NetworkFlow:
     Raises:
         ValueError: when the file is missing or is neither format.
     """
-    path = Path(path)
-    try:
-        if path.suffix == ".pt2":
-            module = torch.export.load(str(path)).module()
-        else:
-            module = torch.jit.load(str(path), map_location="cpu")
-            module.eval()
-    except Exception as error:  # both loaders raise RuntimeError, ValueError or zip errors on a bad file
-        raise ValueError(f"cannot load flow network {path} (torch.export .pt2 or TorchScript): {error}") from error
-    return NetworkFlow(module, batch_size=batch_size)
+    return NetworkFlow(load_network(path, what="flow network"), batch_size=batch_size)
 
 
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
