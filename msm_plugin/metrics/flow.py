@@ -24,6 +24,8 @@ Per frame pair of a video, from the flow ``u[f]`` (frame ``f`` to ``f + 1``):
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 import torch
@@ -95,10 +97,11 @@ class NetworkFlow:
     Args:
         module: the network (``torch.nn.Module``, a loaded ``torch.export`` program's module,
             a TorchScript module), called under ``torch.no_grad()``.
-        batch_size: frame pairs per call.
+        batch_size: frame pairs per call. 1 by default: an exported RAFT is specialised to
+            the batch size it was exported with (its correlation pyramid reshapes by it).
     """
 
-    def __init__(self, module, *, batch_size: int = 8):
+    def __init__(self, module, *, batch_size: int = 1):
         if not callable(module):
             raise TypeError(f"expected a callable flow network, got {type(module).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -134,7 +137,7 @@ class NetworkFlow:
         return flow
 
 
-def load_flow_network(path, *, batch_size: int = 8) -> NetworkFlow:
+def load_flow_network(path, *, batch_size: int = 1) -> NetworkFlow:
     """Load a flow network file: a ``torch.export`` program (``.pt2``) or TorchScript, on the CPU.
 
     No pickled code runs and nothing is downloaded. The README shows how to produce such a
@@ -144,6 +147,15 @@ def load_flow_network(path, *, batch_size: int = 8) -> NetworkFlow:
         ValueError: when the file is missing or is neither format.
     """
     return NetworkFlow(load_network(path, what="flow network"), batch_size=batch_size)
+
+
+@lru_cache(maxsize=8)
+def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel x and y coordinates ``[H, W]`` (float32, read-only; cached: every warp of a video needs them)."""
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    xs.setflags(write=False)
+    ys.setflags(write=False)
+    return xs, ys
 
 
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -160,8 +172,7 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     >>> warp(ramp, np.full((2, 4, 2), [0.5, 0.0]))[0]
     array([0.5, 1.5, 2.5, 3. ], dtype=float32)
     """
-    height, width = flow.shape[:2]
-    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    xs, ys = _pixel_grid(*flow.shape[:2])
     map_x = xs + flow[..., 0].astype(np.float32)
     map_y = ys + flow[..., 1].astype(np.float32)
     return cv2.remap(image.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -212,7 +223,7 @@ def peak_magnitude(flows: np.ndarray, share: float = PEAK_SHARE) -> np.ndarray:
 
 def _acceleration_along_motion(current: np.ndarray, following: np.ndarray) -> float:
     height, width = current.shape[:2]
-    xs, ys = np.meshgrid(np.arange(width), np.arange(height))
+    xs, ys = _pixel_grid(height, width)
     x_next, y_next = xs + current[..., 0], ys + current[..., 1]
     inside = (x_next >= 0) & (x_next <= width - 1) & (y_next >= 0) & (y_next <= height - 1)
     if not inside.any():

@@ -21,7 +21,7 @@ from .frechet import frechet_distance
 from .fvmd import CLIP_FRAMES, video_clip_features
 from .io import load_videos
 from .kinematics import acceleration_samples, speed_samples, wasserstein_1d
-from .smoothness import video_smoothness_error
+from .smoothness import interpolate_video, skip_flows, video_smoothness_error
 from .vbench import (
     sample_interval,
     video_is_dynamic,
@@ -104,9 +104,9 @@ def _flow_pass(video: np.ndarray, estimator, interval: int, clip: int) -> dict:
         "fvmd": video_clip_features(consecutive, clip) if clip else None,
     }
     if frames >= 3:
-        skip = estimator(video[:-2], video[2:])
-        out["smoothness"] = video_smoothness_error(video, skip)
-        out["vbench_smoothness"] = video_motion_smoothness(video, skip)
+        predictions = interpolate_video(video, skip_flows(video, estimator))
+        out["smoothness"] = video_smoothness_error(video, predictions)
+        out["vbench_smoothness"] = video_motion_smoothness(video, predictions)
     return out
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from ._checks import as_videos
 from .flow import as_flow_estimator, warp
 
-__all__ = ["interpolate_middle", "skip_flows", "smoothness_error", "video_smoothness_error"]
+__all__ = ["interpolate_middle", "interpolate_video", "skip_flows", "smoothness_error", "video_smoothness_error"]
 
 
 def skip_flows(video: np.ndarray, estimator) -> np.ndarray:
@@ -51,16 +51,20 @@ def interpolate_middle(before: np.ndarray, after: np.ndarray, flow: np.ndarray) 
     return np.moveaxis((past + future) / 2, -1, 0)
 
 
-def video_smoothness_error(video: np.ndarray, flows: np.ndarray) -> float:
-    """``S`` of one video ``[F, C, H, W]`` given its :func:`skip_flows` ``[F - 2, H, W, 2]``."""
+def interpolate_video(video: np.ndarray, flows: np.ndarray) -> np.ndarray:
+    """Every middle frame of ``video`` ``[F, C, H, W]`` predicted from its neighbours: ``[F - 2, C, H, W]``.
+
+    ``flows`` are the video's :func:`skip_flows` ``[F - 2, H, W, 2]``.
+    """
+    return np.stack([interpolate_middle(video[f - 1], video[f + 1], flows[f - 1]) for f in range(1, len(video) - 1)])
+
+
+def video_smoothness_error(video: np.ndarray, predictions: np.ndarray) -> float:
+    """``S`` of one video ``[F, C, H, W]`` given its middle frames' :func:`interpolate_video` predictions."""
     hold = np.abs(video[1:] - video[:-1]).mean(dtype=np.float64)
     if hold == 0:
         return 0.0
-    errors = [
-        np.abs(video[f] - interpolate_middle(video[f - 1], video[f + 1], flows[f - 1])).mean(dtype=np.float64)
-        for f in range(1, len(video) - 1)
-    ]
-    return float(np.mean(errors) / hold)
+    return float(np.abs(video[1:-1] - predictions).mean(dtype=np.float64) / hold)
 
 
 def smoothness_error(videos, *, flow=None) -> np.ndarray:
@@ -79,4 +83,6 @@ def smoothness_error(videos, *, flow=None) -> np.ndarray:
     """
     videos = as_videos(videos, min_frames=3)
     estimator = as_flow_estimator(flow)
-    return np.array([video_smoothness_error(video, skip_flows(video, estimator)) for video in videos])
+    return np.array(
+        [video_smoothness_error(video, interpolate_video(video, skip_flows(video, estimator))) for video in videos]
+    )

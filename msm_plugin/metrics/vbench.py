@@ -29,7 +29,7 @@ import numpy as np
 
 from ._checks import as_videos
 from .flow import as_flow_estimator, peak_magnitude, to_uint8
-from .smoothness import interpolate_middle
+from .smoothness import interpolate_video, skip_flows
 
 __all__ = [
     "dynamic_degree_proxy",
@@ -79,18 +79,16 @@ def video_temporal_flickering(video: np.ndarray) -> float:
     return float((255.0 - np.abs(levels[1:] - levels[:-1]).mean()) / 255.0)
 
 
-def video_motion_smoothness(video: np.ndarray, skip: np.ndarray) -> float:
-    """VBench-style smoothness of one video ``[F, C, H, W]`` from its skip flows ``[F - 2, H, W, 2]``.
+def video_motion_smoothness(video: np.ndarray, predictions: np.ndarray) -> float:
+    """VBench-style smoothness of one video ``[F, C, H, W]`` from its interpolated middle frames ``[F - 2, C, H, W]``.
 
-    Odd frames ``f`` with a following frame are compared, as 8-bit images, with the
-    interpolation of ``f - 1`` and ``f + 1``.
+    The odd frames ``f`` that have a following frame are compared, as 8-bit images, with
+    their prediction from ``f - 1`` and ``f + 1``
+    (:func:`~msm_plugin.metrics.smoothness.interpolate_video`).
     """
-    levels = to_uint8(video)
-    errors = []
-    for f in range(1, len(video) - 1, 2):
-        middle = to_uint8(interpolate_middle(video[f - 1], video[f + 1], skip[f - 1]))
-        errors.append(np.abs(levels[f].astype(np.float64) - middle).mean())
-    return float((255.0 - np.mean(errors)) / 255.0)
+    odd = np.arange(1, len(video) - 1, 2)
+    error = np.abs(to_uint8(video[odd]).astype(np.float64) - to_uint8(predictions[odd - 1])).mean()
+    return float((255.0 - error) / 255.0)
 
 
 def dynamic_degree_proxy(videos, *, fps: float | None = None, flow=None) -> np.ndarray:
@@ -163,4 +161,4 @@ def motion_smoothness_proxy(videos, *, flow=None) -> np.ndarray:
     """
     videos = as_videos(videos, min_frames=3)
     estimator = as_flow_estimator(flow)
-    return np.array([video_motion_smoothness(v, estimator(v[:-2], v[2:])) for v in videos])
+    return np.array([video_motion_smoothness(v, interpolate_video(v, skip_flows(v, estimator))) for v in videos])

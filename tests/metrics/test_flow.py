@@ -125,6 +125,8 @@ class _ShiftNet(torch.nn.Module):
 
 
 class TestNetworkFlow:
+    # TorchScript is deprecated in torch 2.13 but still what many users have on disk.
+    @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
     def test_torchscript_file_end_to_end(self, tmp_path, drifting_blobs):
         path = tmp_path / "flow.pt"
         torch.jit.script(_ShiftNet(3.0, 4.0)).save(str(path))
@@ -164,7 +166,7 @@ class TestNetworkFlow:
             seen.append(first.shape)
             return torch.zeros(first.shape[0], 2, *first.shape[2:])
 
-        NetworkFlow(module)(np.zeros((2, 1, 4, 5), np.float32), np.zeros((2, 1, 4, 5), np.float32))
+        NetworkFlow(module, batch_size=2)(np.zeros((2, 1, 4, 5), np.float32), np.zeros((2, 1, 4, 5), np.float32))
         assert seen == [(2, 3, 4, 5)]
 
     def test_raft_style_list_output_keeps_the_last(self):
