@@ -9,7 +9,9 @@ filter are VBench's own computation). Frames are quantised to 8 bits first, as d
 - :func:`dynamic_degree_proxy`: frames sampled every ``max(1, round(fps / 8))`` (all frames
   when ``fps`` is unknown, as VBench does for image folders); per consecutive sampled pair
   the mean of the top 5 % flow magnitudes; a video is dynamic when at least
-  ``round(4 * K / 16)`` pairs exceed ``6 * min(H, W) / 256`` px, with ``K`` sampled frames.
+  ``round(4 * K / 16)`` pairs exceed ``6 * min(H, W) / 256`` px, with ``K`` sampled frames
+  (VBench takes the top 5 % of RAFT's flow on frames padded to a multiple of 8; here the
+  top 5 % of the ``H x W`` flow).
 - :func:`is_static_proxy`: VBench's static filter, which selects the clips
   ``temporal_flickering`` is measured on: every frame, threshold ``3 * min(H, W) / 256``, at
   most ``c = round(2 * F / 16)`` consecutive pairs above it, and the first -> last and
