@@ -1,4 +1,4 @@
-"""An FVMD-style motion distance: histograms of tracked points' velocity and acceleration, compared by Fréchet distance.
+"""An FVMD-style distance: Fréchet distance of tracked points' velocity and acceleration histograms.
 
 FVMD (Liu et al., 2024, "Fréchet Video Motion Distance") tracks a 20 x 20 grid of points
 with PIPs++ through clips of 16 frames (the last frame of a clip starts the next) on

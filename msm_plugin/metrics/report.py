@@ -54,7 +54,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "flow_accel": ("mean ||u[f+1](p + u[f](p)) - u[f](p)||, flow change along the motion, px/frame^2", CLOSER),
     "dynamic_degree_proxy": ("VBench dynamic_degree rule on the flow: share of videos that move", CLOSER),
     "static_share_proxy": ("share of videos VBench's static filter keeps (on the flow)", CLOSER),
-    "temporal_flickering_proxy": ("VBench temporal_flickering (255 - mean 8-bit |x[f+1] - x[f]|)/255, static videos", HIGHER),
+    "temporal_flickering_proxy": (
+        "VBench temporal_flickering (255 - mean 8-bit |x[f+1] - x[f]|)/255 over static videos",
+        HIGHER,
+    ),
     "motion_smoothness_proxy": ("VBench motion_smoothness with flow interpolation in place of AMT", HIGHER),
     "speed_w1": ("1-Wasserstein distance between speed distributions (v)", LOWER),
     "accel_w1": ("1-Wasserstein distance between acceleration distributions (a)", LOWER),
