@@ -1,7 +1,8 @@
-"""``msm-eval``: weight-free motion metrics of generated videos, optionally against a reference.
+"""``msm-eval``: motion metrics of generated videos, optionally against a reference.
 
     msm-eval GENERATED [--reference REF] [--out results.json] [--backend auto|decord|imageio]
-             [--feature-extractor extractor.pt2] [--static-threshold 0.00196]
+             [--feature-extractor extractor.pt2] [--flow-network raft.pt2] [--fps 16]
+             [--static-threshold 0.00196]
 
 Writes the JSON result and a Markdown table next to it (``results.md``) and prints the
 table. Unreadable items are listed under ``errors`` and skipped. Exit status: 0 scored; 1 when
@@ -16,7 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._load import load_network
 from .energy import DEFAULT_STATIC_THRESHOLD
+from .flow import load_flow_network
 from .report import evaluate, markdown_table, write_results
 
 __all__ = ["build_parser", "main"]
@@ -26,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``msm-eval`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="msm-eval",
-        description="Weight-free motion metrics (motion energy, speed/acceleration, optical flow, "
-        "smoothness, Fréchet distances) of generated videos.",
+        description="Motion metrics (motion energy, speed/acceleration, optical flow, smoothness, "
+        "VBench-protocol proxies, FVMD-style and Fréchet distances) of generated videos.",
     )
     parser.add_argument("generated", type=Path, help="video file, tensor file (.pt/.npy) or folder of them")
     parser.add_argument("--reference", type=Path, default=None, help="reference videos, same formats")
@@ -41,27 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
         "[B, F, C, H, W] videos in [0, 1] to [B, D] features, for feature_fd",
     )
     parser.add_argument(
+        "--flow-network",
+        type=Path,
+        default=None,
+        help="torch.export program (.pt2) or TorchScript file mapping two [P, 3, H, W] frame batches "
+        "in [0, 1] to their flow [P, 2, H, W] in pixels (e.g. RAFT, see README); default OpenCV Farneback",
+    )
+    parser.add_argument(
+        "--fps", type=float, default=None, help="frame rate, for VBench's dynamic-degree frame sampling"
+    )
+    parser.add_argument(
         "--static-threshold",
         type=float,
         default=DEFAULT_STATIC_THRESHOLD,
         help="mean |x[f+1] - x[f]| below which a video counts as static (default: half an 8-bit level)",
     )
     return parser
-
-
-def _load_extractor(path: Path):
-    """A ``torch.export`` program (``.pt2``) or a TorchScript file, on the CPU; no pickled code runs."""
-    import torch
-
-    try:
-        if path.suffix == ".pt2":
-            module = torch.export.load(str(path)).module()
-        else:
-            module = torch.jit.load(str(path), map_location="cpu")
-            module.eval()
-    except Exception as error:  # both loaders raise RuntimeError, ValueError or zip errors on a bad file
-        raise ValueError(f"cannot load feature extractor {path} (torch.export .pt2 or TorchScript): {error}") from error
-    return module
 
 
 def _fail(message: str, status: int) -> int:
@@ -78,12 +76,20 @@ def main(argv=None) -> int:
             return _fail(f"error: {flag} {path}: no such file or folder", 2)
     if not args.static_threshold > 0:
         parser.error(f"--static-threshold should be positive, got {args.static_threshold}")
+    if args.fps is not None and not args.fps > 0:
+        parser.error(f"--fps should be positive, got {args.fps}")
     extractor = None
     if args.feature_extractor is not None:
         if args.reference is None:
             parser.error("--feature-extractor needs --reference to compare against")
         try:
-            extractor = _load_extractor(args.feature_extractor)
+            extractor = load_network(args.feature_extractor, what="feature extractor")
+        except ValueError as error:
+            parser.error(str(error))
+    flow = None
+    if args.flow_network is not None:
+        try:
+            flow = load_flow_network(args.flow_network)
         except ValueError as error:
             parser.error(str(error))
     result = evaluate(
@@ -92,6 +98,8 @@ def main(argv=None) -> int:
         backend=args.backend,
         feature_extractor=extractor,
         static_threshold=args.static_threshold,
+        flow=flow,
+        fps=args.fps,
     )
     if not result["metrics"]:  # an empty report would only repeat the errors
         (name, reason), more = next(iter(result["errors"].items())), len(result["errors"]) - 1

@@ -16,15 +16,23 @@ import numpy as np
 from ._checks import as_videos
 from .energy import DEFAULT_STATIC_THRESHOLD, appearance_energy, ratio_of_means, static_share
 from .features import appearance_features, extractor_features, motion_features
-from .flow import dynamic_degree, flow_statistics
+from .flow import as_flow_estimator, pair_statistics, peak_magnitude
 from .frechet import frechet_distance
+from .fvmd import CLIP_FRAMES, video_clip_features
 from .io import load_videos
 from .kinematics import acceleration_samples, speed_samples, wasserstein_1d
-from .smoothness import smoothness_error
+from .smoothness import interpolate_video, skip_flows, video_smoothness_error
+from .vbench import (
+    sample_interval,
+    video_is_dynamic,
+    video_is_static,
+    video_motion_smoothness,
+    video_temporal_flickering,
+)
 
 __all__ = ["METRICS", "evaluate", "markdown_table", "motion_metrics", "write_results"]
 
-LOWER, CLOSER = "lower", "closer to reference"
+LOWER, HIGHER, CLOSER = "lower", "higher", "closer to reference"
 
 #: key -> (meaning, which direction is better). Distances need a reference set.
 METRICS: dict[str, tuple[str, str]] = {
@@ -37,16 +45,26 @@ METRICS: dict[str, tuple[str, str]] = {
     "speed_p90": ("90th percentile of v", CLOSER),
     "accel_mean": ("mean over frame triples of a = mean|x[f+2] - 2x[f+1] + x[f]|", CLOSER),
     "accel_p90": ("90th percentile of a", CLOSER),
-    "smoothness_error": ("mean|x[f] - (x[f-1] + x[f+1])/2| / mean|x[f+1] - x[f]|, per video", LOWER),
-    "flow_magnitude": ("mean Farneback flow magnitude, px/frame", CLOSER),
+    "smoothness_error": (
+        "mean|x[f] - x_hat[f]| / mean|x[f+1] - x[f]|, x_hat interpolated from f-1, f+1 along the flow, per video",
+        LOWER,
+    ),
+    "flow_magnitude": ("mean flow magnitude, px/frame", CLOSER),
     "flow_peak": ("mean of the top 5% flow magnitudes per pair, px/frame", CLOSER),
-    "flow_accel": ("mean ||u[f+1] - u[f]|| of flow fields, px/frame^2", CLOSER),
-    "dynamic_degree": ("share of videos whose flow peak passes 6 px * min(H, W)/256 in >= 25% of pairs", CLOSER),
+    "flow_accel": ("mean ||u[f+1](p + u[f](p)) - u[f](p)||, flow change along the motion, px/frame^2", CLOSER),
+    "dynamic_degree_proxy": ("VBench dynamic_degree rule on the flow: share of videos that move", CLOSER),
+    "static_share_proxy": ("share of videos VBench's static filter keeps (on the flow)", CLOSER),
+    "temporal_flickering_proxy": (
+        "VBench temporal_flickering (255 - mean 8-bit |x[f+1] - x[f]|)/255 over static videos",
+        HIGHER,
+    ),
+    "motion_smoothness_proxy": ("VBench motion_smoothness with flow interpolation in place of AMT", HIGHER),
     "speed_w1": ("1-Wasserstein distance between speed distributions (v)", LOWER),
     "accel_w1": ("1-Wasserstein distance between acceleration distributions (a)", LOWER),
     "flow_w1": ("1-Wasserstein distance between per-pair flow magnitude distributions", LOWER),
     "motion_fd": ("Fréchet distance of pooled |D x|, |D^2 x| motion features", LOWER),
     "appearance_fd": ("Fréchet distance of pooled per-frame colour/contrast features", LOWER),
+    "fvmd_proxy": ("FVMD: Fréchet distance of flow-tracked grid points' velocity/acceleration histograms", LOWER),
     "feature_fd": ("Fréchet distance of the user's extractor features (FVD style)", LOWER),
 }
 _NAN = float("nan")
@@ -60,14 +78,56 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else _NAN
 
 
-def _measure(videos: np.ndarray, static_threshold: float) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def _nanmean(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else _NAN
+
+
+def _flow_pass(video: np.ndarray, estimator, interval: int, clip: int) -> dict:
+    """Every flow-based number of one video ``[F, C, H, W]``, each flow field estimated once."""
+    frames, _, height, width = video.shape
+    consecutive = estimator(video[:-1], video[1:])
+    stats = pair_statistics(consecutive)
+    if interval == 1:
+        sampled_peaks, sampled = stats["peak"], frames
+    else:
+        picked = video[::interval]
+        sampled_peaks = peak_magnitude(estimator(picked[:-1], picked[1:])) if len(picked) > 1 else np.zeros(0)
+        sampled = len(picked)
+    ends = peak_magnitude(estimator(video[[0, -1]], video[[-1, 0]]))
+    static = video_is_static(stats["peak"], ends, height=height, width=width)
+    out = {
+        **stats,
+        "dynamic": float(video_is_dynamic(sampled_peaks, frames=sampled, height=height, width=width)),
+        "static": float(static),
+        "flickering": video_temporal_flickering(video) if static else _NAN,
+        "smoothness": _NAN,
+        "vbench_smoothness": _NAN,
+        "fvmd": video_clip_features(consecutive, clip) if clip else None,
+    }
+    if frames >= 3:
+        predictions = interpolate_video(video, skip_flows(video, estimator))
+        out["smoothness"] = video_smoothness_error(video, predictions)
+        out["vbench_smoothness"] = video_motion_smoothness(video, predictions)
+    return out
+
+
+def _measure(
+    videos: np.ndarray, static_threshold: float, estimator, interval: int, clip: int
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Per-set scalars and the samples/features that distances are computed from."""
-    n, f, _, h, w = videos.shape
+    n, f = videos.shape[:2]
     speed = speed_samples(videos)
     appearance = appearance_energy(videos)
-    flow = flow_statistics(videos)
     has_triples = f >= 3
     accel = acceleration_samples(videos) if has_triples else np.empty((n, 0))
+    per_video = [_flow_pass(video, estimator, interval, clip) for video in videos]
+
+    def gather(key):
+        return np.array([v[key] for v in per_video])
+
+    magnitude = gather("magnitude")
     scalars = {
         "motion_energy": float(speed.mean()),
         "appearance_energy": float(appearance.mean()),
@@ -78,13 +138,18 @@ def _measure(videos: np.ndarray, static_threshold: float) -> tuple[dict[str, flo
         "speed_p90": _quantile(speed, 0.9),
         "accel_mean": _mean(accel),
         "accel_p90": _quantile(accel, 0.9),
-        "smoothness_error": float(smoothness_error(videos).mean()) if has_triples else _NAN,
-        "flow_magnitude": float(flow["magnitude"].mean()),
-        "flow_peak": float(flow["peak"].mean()),
-        "flow_accel": _mean(flow["acceleration"]),
-        "dynamic_degree": dynamic_degree(flow["peak"], height=h, width=w),
+        "smoothness_error": _mean(gather("smoothness")) if has_triples else _NAN,
+        "flow_magnitude": float(magnitude.mean()),
+        "flow_peak": float(gather("peak").mean()),
+        "flow_accel": _mean(gather("acceleration")),
+        "dynamic_degree_proxy": float(gather("dynamic").mean()),
+        "static_share_proxy": float(gather("static").mean()),
+        "temporal_flickering_proxy": _nanmean(gather("flickering")),
+        "motion_smoothness_proxy": _mean(gather("vbench_smoothness")) if has_triples else _NAN,
     }
-    samples = {"speed": speed, "accel": accel, "flow": flow["magnitude"]}
+    samples = {"speed": speed, "accel": accel, "flow": magnitude}
+    if clip:
+        samples["fvmd"] = np.concatenate([v["fvmd"] for v in per_video])
     return scalars, samples
 
 
@@ -101,18 +166,24 @@ def motion_metrics(
     feature_extractor=None,
     static_threshold: float = DEFAULT_STATIC_THRESHOLD,
     grid: int = 4,
+    flow=None,
+    fps: float | None = None,
 ) -> dict[str, float]:
     """Every weight-free motion metric of a video set, and distances to a reference set.
 
     Keys and directions are listed in :data:`METRICS` (formulas in the modules
-    :mod:`.energy`, :mod:`.kinematics`, :mod:`.flow`, :mod:`.smoothness`, :mod:`.frechet`).
-    Without ``reference`` the dict holds the per-set keys (``motion_energy`` ...
-    ``dynamic_degree``). With it, it adds ``speed_w1``, ``accel_w1``, ``flow_w1``,
-    ``motion_fd``, ``appearance_fd`` (``feature_fd`` too when ``feature_extractor`` is
-    given) and the reference's own per-set values as ``reference_<key>``. Keys that need
-    frame triples (``accel_*``, ``smoothness_error``, ``flow_accel``, ``accel_w1``,
-    ``motion_fd``) are NaN when a set has ``F == 2``; Fréchet distances are NaN when a set has
-    a single video (no covariance).
+    :mod:`.energy`, :mod:`.kinematics`, :mod:`.flow`, :mod:`.smoothness`, :mod:`.vbench`,
+    :mod:`.fvmd`, :mod:`.frechet`). Without ``reference`` the dict holds the per-set keys
+    (``motion_energy`` ... ``motion_smoothness_proxy``). With it, it adds ``speed_w1``,
+    ``accel_w1``, ``flow_w1``, ``motion_fd``, ``appearance_fd``, ``fvmd_proxy``
+    (``feature_fd`` too when ``feature_extractor`` is given) and the reference's own per-set
+    values as ``reference_<key>``. Every flow field is estimated once per video and shared.
+    Keys that need frame triples (``accel_*``, ``smoothness_error``, ``flow_accel``,
+    ``motion_smoothness_proxy``, ``accel_w1``, ``motion_fd``) are NaN when a set has
+    ``F == 2``; ``temporal_flickering_proxy`` is NaN when no video passes VBench's static
+    filter; Fréchet distances are NaN when a set has a single video (no covariance);
+    ``fvmd_proxy`` uses clips of ``min(16, F, F')`` frames and is NaN below 4 frames or with
+    fewer than 2 clips per set.
 
     Args:
         videos: generated videos ``[N, F, C, H, W]`` in [0, 1], ``F >= 2``.
@@ -124,6 +195,10 @@ def motion_metrics(
         static_threshold: mean absolute frame change below which a video counts as static.
         grid: cells per side of the pooled Fréchet features, lowered to the smallest frame
             side when frames are smaller.
+        flow: flow estimator for every flow-based key (default OpenCV Farneback; a user's
+            RAFT through :func:`~msm_plugin.metrics.flow.load_flow_network`).
+        fps: frame rate of both sets, for VBench's dynamic-degree frame sampling (None:
+            every frame, as VBench does for image folders).
 
     Returns:
         A flat dict of Python floats.
@@ -139,6 +214,8 @@ def motion_metrics(
         raise ValueError(f"`grid` should be a positive int, got {grid!r}")
     if feature_extractor is not None and reference is None:
         raise ValueError("`feature_extractor` needs a `reference` set to compare against, got reference=None")
+    interval = sample_interval(fps)
+    estimator = as_flow_estimator(flow)
     videos = as_videos(videos)
     if reference is not None:
         reference = as_videos(reference, name="reference")
@@ -147,10 +224,12 @@ def motion_metrics(
                 f"expected reference videos with the generated videos' C = {videos.shape[2]} channels, "
                 f"got reference shape {tuple(reference.shape)}"
             )
-    results, samples = _measure(videos, static_threshold)
+    frames = videos.shape[1] if reference is None else min(videos.shape[1], reference.shape[1])
+    clip = min(CLIP_FRAMES, frames) if reference is not None and frames >= 4 else 0
+    results, samples = _measure(videos, static_threshold, estimator, interval, clip)
     if reference is None:
         return results
-    ref_results, ref_samples = _measure(reference, static_threshold)
+    ref_results, ref_samples = _measure(reference, static_threshold, estimator, interval, clip)
     grid = min(grid, *videos.shape[-2:], *reference.shape[-2:])
     triples = videos.shape[1] >= 3 and reference.shape[1] >= 3
     sets = videos.shape[0] >= 2 and reference.shape[0] >= 2
@@ -165,6 +244,8 @@ def motion_metrics(
     results["appearance_fd"] = frechet_distance(
         appearance_features(videos, grid=grid), appearance_features(reference, grid=grid)
     )
+    enough_clips = clip and len(samples["fvmd"]) >= 2 and len(ref_samples["fvmd"]) >= 2
+    results["fvmd_proxy"] = frechet_distance(samples["fvmd"], ref_samples["fvmd"]) if enough_clips else _NAN
     if feature_extractor is not None:
         results["feature_fd"] = _feature_distance(videos, reference, feature_extractor)
     results.update({f"reference_{key}": value for key, value in ref_results.items()})
@@ -196,6 +277,8 @@ def evaluate(
     backend: str = "auto",
     feature_extractor=None,
     static_threshold: float = DEFAULT_STATIC_THRESHOLD,
+    flow=None,
+    fps: float | None = None,
 ) -> dict:
     """Read videos from paths and compute :func:`motion_metrics`, keeping going past bad items.
 
@@ -205,6 +288,8 @@ def evaluate(
         backend: video decoder (``"auto"``, ``"decord"``, ``"imageio"``).
         feature_extractor: optional callable for ``feature_fd`` (needs ``reference``).
         static_threshold: see :func:`motion_metrics`.
+        flow: flow estimator, see :func:`motion_metrics`.
+        fps: frame rate for VBench's frame sampling, see :func:`motion_metrics`.
 
     Returns:
         A JSON-ready dict: ``generated`` / ``reference`` (path, ``num_videos``, ``shape``,
@@ -213,6 +298,8 @@ def evaluate(
         "closer to reference") and ``errors`` ("generated/<item>" or "reference/<item>" ->
         reason; plain "generated" / "reference" when the path itself cannot be read). ``metrics`` is empty when no generated video could be read.
     """
+    sample_interval(fps)  # bad options fail before any video is decoded
+    as_flow_estimator(flow)
     gen_set = load_videos(generated, backend=backend)
     errors = _labelled("generated", generated, gen_set.errors)
     result = {"generated": _describe(generated, gen_set), "reference": None}
@@ -223,9 +310,10 @@ def evaluate(
         result["reference"] = _describe(reference, ref_set)
         ref_videos = ref_set.videos
     metrics: dict[str, float] = {}
+    options = dict(static_threshold=static_threshold, flow=flow, fps=fps)
     if gen_set.videos is not None:
         try:
-            metrics = motion_metrics(gen_set.videos, ref_videos, static_threshold=static_threshold)
+            metrics = motion_metrics(gen_set.videos, ref_videos, **options)
         except ValueError as error:
             # A reference that cannot be compared (another channel count) must not cost the
             # generated set its own scores.
@@ -233,7 +321,7 @@ def evaluate(
                 raise
             errors["reference"] = f"not compared: {error}"
             ref_videos = None
-            metrics = motion_metrics(gen_set.videos, static_threshold=static_threshold)
+            metrics = motion_metrics(gen_set.videos, **options)
     if feature_extractor is not None and ref_videos is not None:
         try:
             metrics["feature_fd"] = _feature_distance(gen_set.videos, ref_videos, feature_extractor)

@@ -156,3 +156,41 @@ def test_module_entry_point_in_a_subprocess(tmp_path, rng):
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "r.json").read_text())["generated"]["num_videos"] == 2
     assert "| motion_energy |" in done.stdout
+
+
+class UniformFlow(torch.nn.Module):
+    """Stand-in flow network: (3, 4) px everywhere, whatever the frames."""
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        shift = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)
+        return torch.zeros_like(first[:, :2]) + shift + 0 * second[:, :2]
+
+
+def test_flow_network_file_drives_the_flow_metrics(tmp_path, sets):
+    gen, ref = sets
+    frames = torch.rand(2, 3, 24, 24)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(UniformFlow(), (frames, frames), dynamic_shapes=({0: batch}, {0: batch}))
+    torch.export.save(program, str(tmp_path / "flow.pt2"))
+    out = tmp_path / "results.json"
+    assert main([str(gen), "--reference", str(ref), "--out", str(out), "--flow-network", str(tmp_path / "flow.pt2"),
+                 "--fps", "8"]) == 0
+    metrics = json.loads(out.read_text())["metrics"]
+    # |(3, 4)| = 5 px everywhere, constant: no acceleration along the motion, and 5 px passes
+    # VBench's 6 * 24 / 256 = 0.56 px threshold in every pair.
+    assert metrics["flow_peak"] == pytest.approx(5.0) and metrics["flow_magnitude"] == pytest.approx(5.0)
+    assert metrics["flow_accel"] == pytest.approx(0.0, abs=1e-6) and metrics["dynamic_degree_proxy"] == 1.0
+
+
+def test_unloadable_flow_network(tmp_path, capsys):
+    (tmp_path / "raft.pt2").write_bytes(b"junk")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "--flow-network", str(tmp_path / "raft.pt2")])
+    assert exit_info.value.code == 2
+    assert "cannot load flow network" in capsys.readouterr().err
+
+
+def test_bad_fps(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--fps", "0"])
+    assert "--fps should be positive, got 0.0" in capsys.readouterr().err

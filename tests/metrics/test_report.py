@@ -7,8 +7,8 @@ import torch
 
 from msm_plugin.metrics.report import METRICS, evaluate, markdown_table, motion_metrics, write_results
 
-SET_KEYS = [key for key in METRICS if not key.endswith(("_w1", "_fd"))]
-DISTANCE_KEYS = ["speed_w1", "accel_w1", "flow_w1", "motion_fd", "appearance_fd"]
+DISTANCE_KEYS = ["speed_w1", "accel_w1", "flow_w1", "motion_fd", "appearance_fd", "fvmd_proxy"]
+SET_KEYS = [key for key in METRICS if key not in DISTANCE_KEYS + ["feature_fd"]]
 
 
 class TestMotionMetrics:
@@ -25,9 +25,10 @@ class TestMotionMetrics:
         videos = np.broadcast_to(rng.random((1, 1, 3, 32, 32)).astype(np.float32), (3, 5, 3, 32, 32))
         m = motion_metrics(videos)
         for key in ("motion_energy", "energy_ratio", "accel_mean", "smoothness_error", "flow_magnitude",
-                    "flow_peak", "flow_accel", "dynamic_degree"):
+                    "flow_peak", "flow_accel", "dynamic_degree_proxy"):
             assert m[key] == 0.0, key
-        assert m["static_fraction"] == 1.0
+        for key in ("static_fraction", "static_share_proxy", "temporal_flickering_proxy", "motion_smoothness_proxy"):
+            assert m[key] == 1.0, key
 
     def test_energy_ratio_and_static_fraction_hand_computed(self):
         # A fade 0.2, 0.3, 0.5 (motion 0.15, appearance 1/3) and a still 0.4 video (motion 0):
@@ -43,9 +44,11 @@ class TestMotionMetrics:
     def test_square_at_constant_velocity(self, moving_square):
         m = motion_metrics(moving_square([4 + 2 * f for f in range(6)]))
         assert m["flow_peak"] == pytest.approx(2.0, abs=0.1)
-        assert m["flow_accel"] < 0.1 * m["flow_peak"]
-        # 2 px/frame passes 6 px * 64/256 = 1.5 px in every pair.
-        assert m["dynamic_degree"] == 1.0 and m["static_fraction"] == 0.0
+        assert m["flow_accel"] < 0.1 * m["flow_magnitude"]
+        assert m["smoothness_error"] < 1e-3 and m["motion_smoothness_proxy"] > 0.999
+        # 2 px/frame passes 6 px * 64/256 = 1.5 px in every pair; VBench's static filter rejects it.
+        assert m["dynamic_degree_proxy"] == 1.0 and m["static_fraction"] == 0.0
+        assert m["static_share_proxy"] == 0.0 and math.isnan(m["temporal_flickering_proxy"])
 
     def test_identical_sets_have_zero_distances(self, drifting_blobs):
         videos = drifting_blobs(6, seed=4)
@@ -59,14 +62,18 @@ class TestMotionMetrics:
         shuffled = generated[:, rng.permutation(8)]
         fair = motion_metrics(generated, reference=reference)
         bad = motion_metrics(shuffled, reference=reference)
-        for key in ("motion_fd", "speed_w1", "accel_w1", "smoothness_error"):
+        # Measured ratios: motion_fd 160, flow_accel 105, flow_w1 67, smoothness 3.2, fvmd 3.3.
+        for key in ("motion_fd", "speed_w1", "accel_w1", "smoothness_error", "flow_accel", "flow_w1", "fvmd_proxy"):
             assert bad[key] > 2 * fair[key], key
+        assert bad["motion_smoothness_proxy"] < fair["motion_smoothness_proxy"] - 0.01
         assert bad["appearance_fd"] == pytest.approx(fair["appearance_fd"], rel=1e-9)
 
     def test_two_frames_leave_triple_metrics_undefined(self, rng):
         videos = rng.random((3, 2, 3, 8, 8)).astype(np.float32)
         m = motion_metrics(videos, reference=videos)
-        undefined = {"accel_mean", "accel_p90", "smoothness_error", "flow_accel", "accel_w1", "motion_fd"}
+        # Random frames are not static for VBench: no flicker score either; FVMD needs 4 frames.
+        undefined = {"accel_mean", "accel_p90", "smoothness_error", "flow_accel", "accel_w1", "motion_fd",
+                     "motion_smoothness_proxy", "temporal_flickering_proxy", "fvmd_proxy"}
         assert {key for key, value in m.items() if math.isnan(value) and not key.startswith("reference_")} == undefined
         assert m["speed_w1"] == 0.0
 
@@ -86,7 +93,9 @@ class TestMotionMetrics:
 
     def test_toy_sized_batch_and_tiny_frames(self):
         m = motion_metrics(torch.rand(64, 8, 3, 16, 16), reference=torch.rand(64, 8, 3, 16, 16))
-        assert all(math.isfinite(v) for v in m.values())
+        # Random frames never pass VBench's static filter: no flicker score, by its protocol.
+        assert [key for key, v in m.items() if not math.isfinite(v)] == [
+            "temporal_flickering_proxy", "reference_temporal_flickering_proxy"]
         assert math.isfinite(motion_metrics(torch.rand(3, 3, 1, 2, 2), reference=torch.rand(3, 3, 1, 3, 3))["motion_fd"])
 
     def test_channel_mismatch(self):
@@ -100,6 +109,20 @@ class TestMotionMetrics:
     def test_bad_static_threshold(self):
         with pytest.raises(ValueError, match="`static_threshold` should be positive, got 0"):
             motion_metrics(torch.zeros(2, 3, 3, 4, 4), static_threshold=0)
+
+    def test_fvmd_uses_the_shorter_sets_clip_length(self, drifting_blobs):
+        # 8 and 6 frames: clips of 6 frames (one per video), one 4-frame cube each: 2 * 128 values.
+        a, b = drifting_blobs(3, seed=1), drifting_blobs(3, seed=2, frames=6)
+        assert math.isfinite(motion_metrics(a, reference=b)["fvmd_proxy"])
+        assert math.isnan(motion_metrics(a, reference=b[:, :3])["fvmd_proxy"])  # under one cube
+
+    def test_bad_flow(self):
+        with pytest.raises(TypeError, match="expected `flow` to be a flow estimator"):
+            motion_metrics(torch.zeros(2, 3, 3, 4, 4), flow=1.0)
+
+    def test_bad_fps(self):
+        with pytest.raises(ValueError, match="`fps` should be a positive number or None, got -8"):
+            motion_metrics(torch.zeros(2, 3, 3, 4, 4), fps=-8)
 
     def test_bad_grid(self):
         with pytest.raises(ValueError, match=r"`grid` should be a positive int, got 2.5"):
@@ -141,8 +164,13 @@ class TestEvaluate:
             imageio_v2.mimwrite(tmp_path / name, list(frames), fps=8, quality=7, macro_block_size=1)
         m = evaluate(tmp_path)["metrics"]
         # H.264 leaves a still shot still; the square moving 3 px/frame is dynamic at 64 px.
-        assert m["static_fraction"] == 0.5 and m["dynamic_degree"] == 0.5
+        assert m["static_fraction"] == 0.5 and m["dynamic_degree_proxy"] == 0.5
+        assert m["static_share_proxy"] == 0.5 and m["temporal_flickering_proxy"] > 0.99
         assert m["flow_peak"] == pytest.approx(1.5, abs=0.15)
+
+    def test_bad_options_fail_before_reading(self, tmp_path):
+        with pytest.raises(ValueError, match="`fps` should be a positive number or None, got 0"):
+            evaluate(tmp_path / "missing", fps=0)
 
     def test_nothing_readable(self, tmp_path):
         result = evaluate(tmp_path / "missing")
