@@ -8,7 +8,6 @@
 - ``msm-plugin patch causvid DIR --check`` and the real apply on a stand-in CausVid tree.
 """
 
-import os
 import runpy
 import shutil
 import subprocess

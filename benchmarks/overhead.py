@@ -146,7 +146,7 @@ def main(argv=None) -> None:
     fns: Dict[str, Callable] = {"dmd": dmd_math, "msm": msm_math, "msm_term": msm_term}
 
     print(f"device={device} dtype={args.dtype} torch={torch.__version__} threads={torch.get_num_threads()} repeats={args.repeats}")
-    print(f"| shape | dmd ms | msm ms | msm/dmd time | msm_term/dmd time | dmd extra MiB | msm extra MiB | msm/dmd memory |")
+    print("| shape | dmd ms | msm ms | msm/dmd time | msm_term/dmd time | dmd extra MiB | msm extra MiB | msm/dmd memory |")
     print("|---|---|---|---|---|---|---|---|")
     for label, shape in SHAPES.items():
         x, real, fake = make_inputs(shape, device, dtype)

@@ -5,9 +5,7 @@ A video tensor here is ``[B, F, C, H, W]`` as in every host (CausVid, Self-Forci
 
 from __future__ import annotations
 
-from typing import Optional
 
-import torch
 from torch import Tensor
 
 __all__ = ["motion_score", "motion_score_adjoint", "pair_mask", "shared_timestep_mask", "smooth_frames", "smooth_frames_adjoint"]

@@ -6,24 +6,14 @@ import torch
 
 from msm_plugin import MSMLoss, msm_loss
 from msm_plugin.motion import pair_mask, shared_timestep_mask
+from tests.msm_case import check_against_reference, random_inputs
 from tests.reference import msm_reference
 
 SHAPE = (2, 5, 3, 4, 4)
 
 
 def _inputs(seed=0, shape=SHAPE, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
-    real = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-    fake = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-    return x, real, fake
-
-
-def _check_against_reference(loss, x, ref_loss, ref_grad):
-    (grad,) = torch.autograd.grad(loss, x)
-    assert loss.dtype == torch.float64
-    assert math.isclose(loss.item(), ref_loss, rel_tol=1e-10)
-    torch.testing.assert_close(grad, torch.from_numpy(ref_grad).to(grad.dtype), rtol=1e-9, atol=1e-12)
+    return random_inputs(seed, shape, dtype)
 
 
 class TestValueAndGradient:
@@ -33,7 +23,7 @@ class TestValueAndGradient:
         x, real, fake = _inputs()
         loss = msm_loss(x, real, fake, normalization=normalization, order=order)
         ref_loss, ref_grad = msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), normalization=normalization, order=order)
-        _check_against_reference(loss, x, ref_loss, ref_grad)
+        check_against_reference(loss, x, ref_loss, ref_grad)
 
     def test_hand_computed_value(self):
         # one pixel, 3 frames: real moves +1 per frame, fake +3, x static at 0
@@ -131,7 +121,7 @@ class TestMasks:
         loss = msm_loss(x, real, fake, gradient_mask=frame_mask, order=order)
         counted = pair_mask(frame_mask, order=order).double().reshape(2, -1, 1, 1, 1).numpy()
         ref_loss, ref_grad = msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), order=order, counted=counted)
-        _check_against_reference(loss, x, ref_loss, ref_grad)
+        check_against_reference(loss, x, ref_loss, ref_grad)
 
     def test_elementwise_mask_like_self_forcing(self):
         x, real, fake = _inputs()
@@ -140,7 +130,7 @@ class TestMasks:
         loss = msm_loss(x, real, fake, gradient_mask=mask, normalization="dmd")
         counted = (mask[:, 1:] & mask[:, :-1]).double().numpy()
         ref_loss, ref_grad = msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), normalization="dmd", counted=counted)
-        _check_against_reference(loss, x, ref_loss, ref_grad)
+        check_against_reference(loss, x, ref_loss, ref_grad)
         (grad,) = torch.autograd.grad(msm_loss(x, real, fake, gradient_mask=mask), x)
         assert grad[:, :2].abs().max() == 0  # frames 0-1 are read only by masked pairs
 
@@ -169,7 +159,7 @@ class TestTimestepPolicy:
         loss = msm_loss(x, real, fake, timestep=t, timestep_policy="pairs", order=order)
         counted = shared_timestep_mask(t, order=order).double().reshape(2, -1, 1, 1, 1).numpy()
         ref_loss, ref_grad = msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), order=order, counted=counted)
-        _check_against_reference(loss, x, ref_loss, ref_grad)
+        check_against_reference(loss, x, ref_loss, ref_grad)
 
     def test_pairs_with_no_shared_pair_is_zero_and_logged(self, caplog):
         x, real, fake = _inputs()

@@ -16,25 +16,14 @@ from msm_plugin.losses.msm import scheduled_lam
 from tests import msm_before_options
 from tests.adapters.standins import SHAPE as SHAPE_HOST
 from tests.adapters.standins import CausVidDMD, SelfForcingDMD, make_config, text_dicts
+from tests.msm_case import check_against_reference, random_inputs
 from tests.reference import msm_reference
 
 SHAPE = (3, 6, 2, 3, 3)
 
 
 def _inputs(seed=0, shape=SHAPE, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
-    real = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-    fake = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-    return x, real, fake
-
-
-def _check(loss, x, ref_loss, ref_grad):
-    # float64 throughout; the torch and NumPy paths sum in different orders, so agreement is to
-    # a few ulps of the values (~1e-15 relative), far inside these bounds.
-    (grad,) = torch.autograd.grad(loss, x)
-    assert math.isclose(loss.item(), ref_loss, rel_tol=1e-10)
-    torch.testing.assert_close(grad, torch.from_numpy(ref_grad), rtol=1e-9, atol=1e-12)
+    return random_inputs(seed, shape, dtype)
 
 
 def _uniform_timesteps(values, frames=SHAPE[1]):
@@ -48,7 +37,7 @@ class TestSmoothedOperator:
         x, real, fake = _inputs()
         loss = msm_loss(x, real, fake, normalization=normalization, order=order, smoothing="binomial")
         ref = msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), normalization=normalization, order=order, smoothing=True)
-        _check(loss, x, *ref)
+        check_against_reference(loss, x, *ref)
 
     def test_with_a_frame_mask(self):
         # entry f of D S reads frames f .. f+2 (order 1): it counts only where all three are unmasked
@@ -56,7 +45,7 @@ class TestSmoothedOperator:
         frames = torch.tensor([[True] * 6, [False, True, True, True, True, True], [True, True, True, False, True, True]])
         counted = np.array([[1, 1, 1], [0, 1, 1], [0, 0, 0]], dtype=float)[:, :, None, None, None]
         loss = msm_loss(x, real, fake, gradient_mask=frames, smoothing="binomial")
-        _check(loss, x, *msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), counted=counted, smoothing=True))
+        check_against_reference(loss, x, *msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), counted=counted, smoothing=True))
 
     def test_gradcheck_float64_surrogate_through_a_feature(self):
         # gradcheck <M sin(x), g> / N with M = D S written by hand (slices, not the package's
@@ -110,7 +99,7 @@ class TestNoiseRange:
         counted = np.array([0, 1, 0], dtype=float)[:, None, None, None, None]
         for normalization in ("motion", "dmd", "none"):
             loss = msm_loss(x, real, fake, timestep=t, timestep_scale=1000, t_min=0.2, t_max=0.9, normalization=normalization)
-            _check(loss, x, *msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), normalization=normalization, counted=counted))
+            check_against_reference(loss, x, *msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), normalization=normalization, counted=counted))
 
     def test_bounds_are_inclusive_and_the_scale_is_the_hosts(self):
         # FastGen-like timesteps in [0, 1]: 0.25 and 0.75 sit on the bounds and count
@@ -118,7 +107,7 @@ class TestNoiseRange:
         t = _uniform_timesteps([0.25, 0.75, 0.8])
         loss = msm_loss(x, real, fake, timestep=t, timestep_scale=1, t_min=0.25, t_max=0.75)
         counted = np.array([1, 1, 0], dtype=float)[:, None, None, None, None]
-        _check(loss, x, *msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), counted=counted))
+        check_against_reference(loss, x, *msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), counted=counted))
 
     def test_per_frame_timesteps_under_pairs_policy_with_smoothing(self):
         # sample 0: blocks of 3 frames at 900 / 300; sample 1 all 300; sample 2 all 900. Range
@@ -128,7 +117,7 @@ class TestNoiseRange:
         t = torch.tensor([[900, 900, 900, 300, 300, 300], [300] * 6, [900] * 6], dtype=torch.float64)
         counted = np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]], dtype=float)[:, :, None, None, None]
         loss = msm_loss(x, real, fake, timestep=t, timestep_scale=1000, t_max=0.5, timestep_policy="pairs", smoothing="binomial")
-        _check(loss, x, *msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), counted=counted, smoothing=True))
+        check_against_reference(loss, x, *msm_reference(x.detach().numpy(), real.numpy(), fake.numpy(), counted=counted, smoothing=True))
 
     def test_a_batch_outside_the_range_is_zero_without_a_warning_and_logs_its_share(self, caplog):
         x, real, fake = _inputs()

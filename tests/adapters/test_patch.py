@@ -6,7 +6,6 @@ import importlib
 import re
 from pathlib import Path
 
-import pytest
 
 PATCHES = Path(__file__).resolve().parents[2] / "patches"
 PATCH = PATCHES / "causvid-extra-losses.patch"
