@@ -47,7 +47,7 @@ class BlobTracker:
     >>> cfg = ToyDataConfig()
     >>> x = make_videos(torch.tensor([1]), cfg, torch.Generator().manual_seed(0))  # right at 1 px/frame
     >>> v = BlobTracker(cfg).velocities(x)
-    >>> [round(float(a), 3) for a in v[0]]
+    >>> [round(float(a), 2) for a in v[0]]
     [0.0, 1.0]
     """
 
