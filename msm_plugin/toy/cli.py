@@ -5,7 +5,7 @@ velocity is known); critic and one-step student are that teacher plus zero-initi
 diffusers Wan residuals. Every arm runs the same seeds, prompts and iterations.
 
 examples:
-  msm-demo                          default: 3 seeds, DMD and DMD+MSM (about 5 min on 2 idle cores)
+  msm-demo                          default: 3 seeds, DMD and DMD+MSM (about 8 min on 2 idle cores)
   msm-demo --quick --out /tmp/demo  smoke run (under 1 min), not evidence
   msm-demo --pareto                 DMD + lam {0.25, 0.5, 1, 2} x normalization {motion, dmd}
   msm-demo --lam 0.5 --normalization dmd
@@ -24,8 +24,13 @@ from pathlib import Path
 __all__ = ["build_parser", "check_writable", "config_from_args", "main"]
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the option help, and the description's examples kept as written."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """The description's examples kept as written, and each real default shown in its option's help."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return f"{action.help} (default: {action.default})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="msm-demo-out", help="output folder (checked writable before any work)")
     p.add_argument("--quick", action="store_true", help="2 seeds x 20 iterations: a smoke run, not evidence")
     p.add_argument("--pareto", action="store_true",
-                   help="run DMD and MSM at lam 0.25, 0.5, 1, 2 with both normalizations (10 arms, about 25 min)")
+                   help="run DMD and MSM at lam 0.25, 0.5, 1, 2 with both normalizations (9 arms, about 33 min)")
     p.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; --quick: 0 1)")
     p.add_argument("--iters", type=int, help="training iterations per run (default 400; --quick: 20)")
     p.add_argument("--checkpoints", type=int, help="evaluations during training (default 4; --quick: 2)")
@@ -47,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MSM normaliser of the DMD+MSM arm")
     p.add_argument("--num-eval", type=int, help="evaluation videos per run (default 64; --quick: 16)")
     p.add_argument("--wandb", action="store_true", help="log training to Weights & Biases (offline unless WANDB_MODE says otherwise)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: min(4, number of cores))")
+    # One thread: the networks are tiny, and on a shared machine oversubscribed OpenMP threads
+    # cost more than they gain (measured: 2 threads under load took 45 min for an 8-min run).
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -85,7 +92,7 @@ def _fail(message: str) -> int:
 def main(argv=None) -> int:
     """Run the demo; prints the results and where the files went. Returns the exit code (2: bad input)."""
     args = build_parser().parse_args(argv)
-    if args.threads is not None and args.threads < 1:
+    if args.threads < 1:
         return _fail(f"--threads should be >= 1, got {args.threads}")
     if args.lam <= 0:
         return _fail(f"--lam should be > 0 (lam 0 is the DMD arm), got {args.lam:g}")
@@ -102,8 +109,7 @@ def main(argv=None) -> int:
     from msm_plugin.toy.experiment import run_experiment
     from msm_plugin.toy.report import write_report
 
-    # The toy networks are small: beyond a few threads, synchronisation costs more than it gains.
-    torch.set_num_threads(args.threads or min(4, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     if args.wandb:
         os.environ.setdefault("WANDB_MODE", "offline")
     started = time.perf_counter()
