@@ -5,7 +5,7 @@ velocity is known); critic and one-step student are that teacher plus zero-initi
 diffusers Wan residuals. Every arm runs the same seeds, prompts and iterations.
 
 examples:
-  msm-demo                          default: 3 seeds, DMD and DMD+MSM (about 8 min on 2 idle cores)
+  msm-demo                          default: 3 seeds, DMD and DMD+MSM (about 7 min on 2 idle cores)
   msm-demo --quick --out /tmp/demo  smoke run (under 1 min), not evidence
   msm-demo --pareto                 DMD + lam {0.25, 0.5, 1, 2} x normalization {motion, dmd}
   msm-demo --lam 0.5 --normalization dmd
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="msm-demo-out", help="output folder (checked writable before any work)")
     p.add_argument("--quick", action="store_true", help="2 seeds x 20 iterations: a smoke run, not evidence")
     p.add_argument("--pareto", action="store_true",
-                   help="run DMD and MSM at lam 0.25, 0.5, 1, 2 with both normalizations (9 arms, about 33 min)")
+                   help="run DMD and MSM at lam 0.25, 0.5, 1, 2 with both normalizations (9 arms, about 30 min)")
     p.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; --quick: 0 1)")
     p.add_argument("--iters", type=int, help="training iterations per run (default 400; --quick: 20)")
     p.add_argument("--checkpoints", type=int, help="evaluations during training (default 4; --quick: 2)")
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-eval", type=int, help="evaluation videos per run (default 64; --quick: 16)")
     p.add_argument("--wandb", action="store_true", help="log training to Weights & Biases (offline unless WANDB_MODE says otherwise)")
     # One thread: the networks are tiny, and on a shared machine oversubscribed OpenMP threads
-    # cost more than they gain (measured: 2 threads under load took 45 min for an 8-min run).
+    # cost more than they gain (measured: 2 threads under load took 45 min for a 7-min run).
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p

@@ -122,7 +122,7 @@ class ToyDataConfig:
         return (self.num_frames, self.channels, self.size, self.size)
 
     def to_dict(self) -> dict:
-        """Plain-JSON form (used in the teacher's cache key and the results JSON)."""
+        """Plain-JSON form (used in the results JSON)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 

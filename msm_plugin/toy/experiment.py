@@ -34,6 +34,7 @@ __all__ = [
     "Arm",
     "ExperimentConfig",
     "build_teacher",
+    "default_arms",
     "evaluate_videos",
     "nearest_rms",
     "pareto_arms",

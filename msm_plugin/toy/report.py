@@ -27,7 +27,7 @@ from einops import rearrange
 from msm_plugin.toy.data import to_unit_range
 from msm_plugin.toy.experiment import ARM_DMD, ARM_MSM
 
-__all__ = ["TRUTH_COLUMNS", "format_mean_std", "labelled_grid", "markdown_report", "tensor_name", "write_report"]
+__all__ = ["TRUTH_COLUMNS", "format_mean_std", "goals", "labelled_grid", "markdown_report", "tensor_name", "write_report"]
 
 # (part, key, title); the ground-truth block leads.
 TRUTH_COLUMNS = [

@@ -204,3 +204,16 @@ def test_labelled_grid_checks_shapes_and_titles():
         labelled_grid([torch.zeros(1, 2, 3, 4, 4), torch.zeros(1, 3, 3, 4, 4)], ["a", "b"], ["r"])
     with pytest.raises(ValueError, match="expected one title per column and per row, got 1 titles for 2 columns"):
         labelled_grid([torch.zeros(1, 2, 3, 4, 4)] * 2, ["a"], ["r"])
+
+
+def test_goals_are_checked_against_hand_values():
+    from msm_plugin.toy.report import goals
+
+    def entry(vel, frozen, fd):
+        stat = lambda v: {"mean": v, "std": 0.0, "n": 3}  # noqa: E731
+        return {"truth": {"velocity_error": stat(vel), "frozen_share": stat(frozen)}, "metrics": {"appearance_fd": stat(fd)}}
+
+    result = {"summary": {ARM_DMD: entry(0.8, 0.4, 0.30), ARM_MSM: entry(0.4, 0.3, 0.331)}}
+    # 0.4 <= 0.5 * 0.8 (met, at the boundary); 0.3 > 0.5 * 0.4 (not met); 0.331 > 1.1 * 0.30 = 0.33 (not met).
+    assert [ok for _, ok in goals(result)] == [True, False, False]
+    assert goals({"summary": {ARM_DMD: entry(1, 1, 1)}}) == []
