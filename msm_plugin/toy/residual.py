@@ -48,7 +48,7 @@ def build_residual(data: ToyDataConfig, config: NetConfig) -> nn.Module:
     >>> r = build_residual(ToyDataConfig(num_frames=2, size=8), NetConfig(num_layers=1))
     >>> out = r(hidden_states=torch.randn(1, 3 + COORDINATE_CHANNELS, 2, 8, 8), timestep=torch.tensor([500.0]),
     ...         encoder_hidden_states=torch.randn(1, 1, 16), return_dict=False)[0]
-    >>> float(out.abs().max())
+    >>> float(out.detach().abs().max())
     0.0
     """
     model = build_score_model(data, config, in_channels=data.channels + COORDINATE_CHANNELS)
