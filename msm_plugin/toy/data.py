@@ -8,8 +8,14 @@ pair (direction, speed), encoded as one class index
 ``label = direction_index * len(speeds) + speed_index``.
 
 The point is the regime of the paper's eq. 7: the mean absolute frame difference
-``mean |x[f+1] - x[f]|`` is far below the mean absolute value ``mean |x|`` (about 30x at the
+``mean |x[f+1] - x[f]|`` is far below the mean absolute value ``mean |x|`` (about 27x at the
 defaults), so a distribution-matching loss on whole frames barely sees the motion.
+
+The demo's data set is a fixed finite draw (:func:`make_dataset`, ``videos_per_condition``
+videos per condition): finite, so that its optimal denoiser has a closed form (the exact
+teacher of :mod:`.teacher`), and drawn from the model above, so that every video's velocity is
+known (:func:`true_velocities`) and the background lies in a known linear space
+(:func:`background_basis`), which the blob tracker of :mod:`.tracking` removes.
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ __all__ = [
     "DISPLAY_RANGE",
     "ToyDataConfig",
     "appearance_to_motion_ratio",
+    "background_basis",
     "condition_names",
+    "make_dataset",
     "make_videos",
     "sample_labels",
     "to_unit_range",
+    "true_velocities",
 ]
 
 # Videos live in about [-2, 2] (background std 0.5 plus a blob); metrics and video files want
@@ -54,6 +63,8 @@ class ToyDataConfig:
         background_grid: side ``g`` of the noise grid upsampled into the background (smaller =
             smoother).
         background_amplitude: standard deviation of the background grid values.
+        videos_per_condition: size of the finite data set per condition (:func:`make_dataset`).
+        dataset_seed: seed of that data set's draw.
 
     >>> ToyDataConfig().num_conditions
     8
@@ -68,14 +79,21 @@ class ToyDataConfig:
     blob_amplitude: float = 0.6
     background_grid: int = 4
     background_amplitude: float = 0.5
+    videos_per_condition: int = 64
+    dataset_seed: int = 0
 
     def __post_init__(self):
-        for name in ("num_frames", "size", "channels", "background_grid"):
+        for name in ("num_frames", "size", "channels", "background_grid", "videos_per_condition", "dataset_seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"`{name}` should be an int, got {type(value).__name__}")
         if self.num_frames < 2:
             raise ValueError(f"`num_frames` should be >= 2 (motion needs two frames), got {self.num_frames}")
+        if self.videos_per_condition < 1 or self.dataset_seed < 0:
+            raise ValueError(
+                "expected videos_per_condition >= 1 and dataset_seed >= 0, got "
+                f"{self.videos_per_condition} and {self.dataset_seed}"
+            )
         if self.size < 4 or self.channels < 1 or self.background_grid < 1:
             raise ValueError(
                 "expected size >= 4, channels >= 1 and background_grid >= 1, got "
@@ -104,7 +122,7 @@ class ToyDataConfig:
         return (self.num_frames, self.channels, self.size, self.size)
 
     def to_dict(self) -> dict:
-        """Plain-JSON form (used in the teacher's cache key and the results JSON)."""
+        """Plain-JSON form (used in the results JSON)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
@@ -150,6 +168,32 @@ def make_videos(labels: torch.Tensor, config: ToyDataConfig, generator: torch.Ge
     >>> bool((x[:, 1:] - x[:, :-1]).abs().mean() * 10 < x.abs().mean())  # motion << appearance
     True
     """
+    _check_labels(labels, config)
+    b = labels.shape[0]
+    f, c, s = config.num_frames, config.channels, config.size
+    grid = torch.randn(b, c, config.background_grid, config.background_grid, generator=generator)
+    background = _upsample(grid * config.background_amplitude, s)
+
+    colour = torch.randn(b, c, generator=generator) * config.blob_amplitude
+    # Start near the centre, leaving room for the whole path inside the frame.
+    travel = max(config.speeds) * (f - 1)
+    half_room = max(s / 2 - travel / 2 - 2 * config.blob_sigma, 0.0)
+    start = (s - 1) / 2 + (torch.rand(b, 2, generator=generator) * 2 - 1) * half_room
+
+    velocity = true_velocities(labels, config)  # [B, 2] as (dy, dx)
+    # Centre the path on the start point so both directions of an axis cover the same area.
+    steps = torch.arange(f, dtype=torch.float32) - (f - 1) / 2
+    centres = start[:, None, :] + steps[None, :, None] * velocity[:, None, :]  # [B, F, 2]
+
+    coords = torch.arange(s, dtype=torch.float32)
+    dy = coords[None, None, :, None] - centres[..., 0, None, None]  # [B, F, H, 1]
+    dx = coords[None, None, None, :] - centres[..., 1, None, None]  # [B, F, 1, W]
+    blob = torch.exp(-(dy**2 + dx**2) / (2 * config.blob_sigma**2))  # [B, F, H, W]
+    video = background[:, None] + colour[:, None, :, None, None] * blob[:, :, None]
+    return video.contiguous()
+
+
+def _check_labels(labels, config: ToyDataConfig) -> None:
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.dtype not in (torch.int32, torch.int64):
         got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise TypeError(f"expected integer labels of shape [B], got {got}")
@@ -158,31 +202,52 @@ def make_videos(labels: torch.Tensor, config: ToyDataConfig, generator: torch.Ge
             f"labels should lie in [0, {config.num_conditions}), got range "
             f"[{int(labels.min())}, {int(labels.max())}]"
         )
-    b = labels.shape[0]
-    f, c, s = config.num_frames, config.channels, config.size
-    grid = torch.randn(b, c, config.background_grid, config.background_grid, generator=generator)
-    background = F.interpolate(grid * config.background_amplitude, size=(s, s), mode="bilinear", align_corners=False)
 
-    colour = torch.randn(b, c, generator=generator) * config.blob_amplitude
-    # Start near the centre, leaving room for the whole path inside the frame.
-    travel = max(config.speeds) * (f - 1)
-    half_room = max(s / 2 - travel / 2 - 2 * config.blob_sigma, 0.0)
-    start = (s - 1) / 2 + (torch.rand(b, 2, generator=generator) * 2 - 1) * half_room
 
-    dir_index = labels // len(config.speeds)
-    speed_index = labels % len(config.speeds)
-    unit = torch.tensor([DIRECTIONS[d] for d in config.directions])[dir_index]  # [B, 2] as (dy, dx)
-    speed = torch.tensor(config.speeds)[speed_index]  # [B]
-    # Centre the path on the start point so both directions of an axis cover the same area.
-    steps = torch.arange(f, dtype=torch.float32) - (f - 1) / 2
-    centres = start[:, None, :] + steps[None, :, None] * (speed[:, None, None] * unit[:, None, :])  # [B, F, 2]
+def _upsample(grid: torch.Tensor, size: int) -> torch.Tensor:
+    """The background rule: a ``g x g`` grid upsampled bilinearly to ``size x size``."""
+    return F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
 
-    coords = torch.arange(s, dtype=torch.float32)
-    dy = coords[None, None, :, None] - centres[..., 0, None, None]  # [B, F, H, 1]
-    dx = coords[None, None, None, :] - centres[..., 1, None, None]  # [B, F, 1, W]
-    blob = torch.exp(-(dy**2 + dx**2) / (2 * config.blob_sigma**2))  # [B, F, H, W]
-    video = background[:, None] + colour[:, None, :, None, None] * blob[:, :, None]
-    return video.contiguous()
+
+def true_velocities(labels: torch.Tensor, config: ToyDataConfig) -> torch.Tensor:
+    """The blob velocity ``(dy, dx)`` in px/frame of each label, ``[B, 2]`` float32.
+
+    >>> true_velocities(torch.tensor([0, 1, 7]), ToyDataConfig()).tolist()  # right@0.5, right@1, up@1
+    [[0.0, 0.5], [0.0, 1.0], [-1.0, 0.0]]
+    """
+    _check_labels(labels, config)
+    unit = torch.tensor([DIRECTIONS[d] for d in config.directions])[labels // len(config.speeds)]
+    speed = torch.tensor(config.speeds)[labels % len(config.speeds)]
+    return unit * speed[:, None]
+
+
+def make_dataset(config: ToyDataConfig):
+    """The finite data set: ``videos_per_condition`` videos of every condition, drawn with ``dataset_seed``.
+
+    Returns ``(videos [N, F, C, H, W], labels [N])`` with ``N = num_conditions *
+    videos_per_condition``, labels in blocks (all of condition 0 first).
+
+    >>> x, y = make_dataset(ToyDataConfig(videos_per_condition=2))
+    >>> tuple(x.shape), y.tolist()
+    ((16, 8, 3, 16, 16), [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7])
+    """
+    labels = torch.arange(config.num_conditions).repeat_interleave(config.videos_per_condition)
+    return make_videos(labels, config, torch.Generator().manual_seed(config.dataset_seed)), labels
+
+
+def background_basis(config: ToyDataConfig) -> torch.Tensor:
+    """A basis of every possible background of one channel, ``[g*g, H*W]`` (rows: one grid value each).
+
+    The upsampling is linear, so a background is ``coefficients @ basis``; the blob, far
+    narrower than the grid spacing, lies mostly outside this space.
+
+    >>> cfg = ToyDataConfig()
+    >>> grid = torch.randn(1, 1, 4, 4)
+    >>> bool(torch.allclose(grid.reshape(1, 16) @ background_basis(cfg), _upsample(grid, 16).reshape(1, 256), atol=1e-6))
+    True
+    """
+    g, s = config.background_grid, config.size
+    return _upsample(torch.eye(g * g).reshape(g * g, 1, g, g), s).reshape(g * g, s * s)
 
 
 def appearance_to_motion_ratio(videos: torch.Tensor) -> float:

@@ -1,14 +1,17 @@
-"""The toy protocol: DMD and DMD+MSM from one teacher, same seeds, prompts and iterations.
+"""The toy protocol: arms of DMD with and without MSM, from one exact teacher, paired per seed.
 
-For every seed, each arm starts from the same teacher copy, draws the same prompts (a
-dedicated RNG stream) and the same noise (``torch.manual_seed(seed)``; MSM draws no random
-numbers), and trains for the same number of iterations. The arms differ only in the loss:
-``dmd`` is the host unchanged; ``dmd+msm`` and every sweep value ``lam`` are the same trainer
-after ``msm_plugin.wrap_trainer(trainer, lam=lam, ...)``, the path a real host takes.
+For every seed, each arm builds the same trainer (same residual initialisation, same prompts
+from a dedicated RNG stream, same noise; MSM draws no random numbers) and trains for the same
+number of iterations. Arms differ only in the loss: ``dmd`` is the host unchanged; every other
+arm is the same trainer after ``msm_plugin.wrap_trainer(trainer, lam=..., **options)``, the path
+a real host takes. An arm is a name, a lam and a dict of MSM options, so other MSM variants are
+one more :class:`Arm`.
 
-Every student is then sampled on one fixed evaluation set (labels cycling through all
-conditions, fixed noise) and measured by :func:`msm_plugin.metrics.motion_metrics` against
-the teacher's many-step samples from the same noise and against fresh data videos.
+At checkpoints during training every student is sampled on one fixed evaluation set (labels
+cycling through the conditions, fixed noise) and measured against the ground truth
+(:mod:`.tracking`: velocity error, direction, frozen share, flicker) and against the data set
+(:func:`msm_plugin.metrics.motion_metrics`: smoothness, flow, appearance and motion Fréchet
+distances).
 """
 
 from __future__ import annotations
@@ -20,22 +23,21 @@ from dataclasses import dataclass, field
 import torch
 from omegaconf import OmegaConf
 
-from msm_plugin.toy.data import (
-    ToyDataConfig,
-    appearance_to_motion_ratio,
-    condition_names,
-    make_videos,
-    to_unit_range,
-)
-from msm_plugin.toy.teacher import TeacherConfig, load_or_train_teacher, sample_with_cfg
+from msm_plugin.toy.data import ToyDataConfig, appearance_to_motion_ratio, condition_names, make_dataset, to_unit_range
+from msm_plugin.toy.teacher import ClassTextEncoder, ExactTeacher, NetConfig, sample_with_cfg
+from msm_plugin.toy.tracking import BlobTracker, motion_truth_metrics, summarise_truth
 from msm_plugin.toy.trainer import ToyTrainer, make_trainer_config
 
 __all__ = [
     "ARM_DMD",
     "ARM_MSM",
+    "Arm",
     "ExperimentConfig",
-    "arm_name",
-    "motion_metrics_pair",
+    "build_teacher",
+    "default_arms",
+    "evaluate_videos",
+    "nearest_rms",
+    "pareto_arms",
     "per_frame_motion",
     "quick_config",
     "run_experiment",
@@ -46,19 +48,69 @@ ARM_DMD = "dmd"
 ARM_MSM = "dmd+msm"
 # Fixed, independent of the training seeds, so that every arm and seed is judged on one set.
 EVAL_NOISE_SEED = 1234
-EVAL_DATA_SEED = 4321
+TEXT_SEED = 99
 MSM_OPTION_KEYS = ("normalization", "order", "timestep_policy", "feature")
+# The trainer settings of the demo (see README "The built-in demo" for how they were chosen):
+# Adam without momentum as DMD2, a fast learning rate for 400 iterations, critic ratio 2.
+DEMO_TRAINER = {
+    "batch_size": 16,
+    "lr": 1e-3,
+    "lr_critic": 1e-3,
+    "beta1": 0.0,
+    "beta2": 0.99,
+    "dfake_gen_update_ratio": 2,
+    "real_guidance_scale": 0.0,
+}
 
 
-def arm_name(lam: float, main_lam: float) -> str:
-    """``dmd`` for lam 0, ``dmd+msm`` for the main lam, ``dmd+msm(lam=...)`` for sweep values.
+@dataclass(frozen=True)
+class Arm:
+    """One arm: ``lam == 0`` is plain DMD; otherwise ``wrap_trainer(trainer, lam=lam, **options)``.
 
-    >>> arm_name(0.0, 1.0), arm_name(1.0, 1.0), arm_name(4.0, 1.0)
-    ('dmd', 'dmd+msm', 'dmd+msm(lam=4)')
+    >>> Arm("dmd+msm", lam=1.0, options=(("normalization", "dmd"),)).msm_options
+    {'normalization': 'dmd'}
     """
-    if lam == 0:
-        return ARM_DMD
-    return ARM_MSM if lam == main_lam else f"{ARM_MSM}(lam={lam:g})"
+
+    name: str
+    lam: float = 0.0
+    options: tuple = ()
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"an arm needs a non-empty name, got {self.name!r}")
+        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not self.lam >= 0:
+            raise ValueError(f"arm {self.name!r}: `lam` should be a number >= 0, got {self.lam!r}")
+        options = dict(self.options)
+        unknown = sorted(set(options) - set(MSM_OPTION_KEYS))
+        if unknown:
+            raise ValueError(f"unknown MSM option(s) {unknown}; known: {list(MSM_OPTION_KEYS)}")
+        object.__setattr__(self, "lam", float(self.lam))
+        object.__setattr__(self, "options", tuple(sorted(options.items())))
+
+    @property
+    def msm_options(self) -> dict:
+        return dict(self.options)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "lam": self.lam, "options": self.msm_options}
+
+
+def default_arms(lam: float = 1.0, normalization: str = "motion") -> tuple:
+    """DMD and one DMD+MSM arm."""
+    return (Arm(ARM_DMD), Arm(ARM_MSM, lam=lam, options=(("normalization", normalization),)))
+
+
+def pareto_arms(lams=(0.25, 0.5, 1.0, 2.0), normalizations=("motion", "dmd")) -> tuple:
+    """DMD plus one arm per (lam, normalization): the trade-off sweep.
+
+    >>> [a.name for a in pareto_arms((0.5,), ("motion", "dmd"))]
+    ['dmd', 'msm lam=0.5 motion', 'msm lam=0.5 dmd']
+    """
+    arms = [Arm(ARM_DMD)]
+    for lam in lams:
+        for norm in normalizations:
+            arms.append(Arm(f"msm lam={lam:g} {norm}", lam=lam, options=(("normalization", norm),)))
+    return tuple(arms)
 
 
 @dataclass
@@ -66,32 +118,34 @@ class ExperimentConfig:
     """Everything one ``msm-demo`` run does.
 
     Args:
-        data, teacher: the synthetic data and the teacher (its cache key).
+        data: the synthetic data and its finite set (the exact teacher's).
+        net: architecture of the critic's and student's Wan residuals.
+        arms: the arms to run (:func:`default_arms`, :func:`pareto_arms`).
         seeds: training seeds; each arm runs once per seed.
         iters: training iterations (critic steps) per run; the generator steps every
             ``dfake_gen_update_ratio`` of them.
-        lam: MSM weight of the ``dmd+msm`` arm (> 0).
-        sweep: extra lam values, each run over all seeds (the trade-off plot).
-        msm_options: passed to ``wrap_trainer`` (``normalization``, ``order``, ...).
+        checkpoints: number of evaluations during training, evenly spaced, the last at ``iters``.
         trainer: overrides of :data:`~msm_plugin.toy.trainer.DEFAULT_TRAINER_CONFIG`.
         num_eval: evaluation videos per arm (labels cycle through the conditions).
+        teacher_steps, teacher_guidance: the teacher's sampler (Euler steps, CFG scale).
         video_seeds: how many seeds get a side-by-side video.
 
-    >>> ExperimentConfig(iters=10).lams()
-    [0.0, 1.0]
-    >>> ExperimentConfig(lam=1.0, sweep=(0.5, 1.0, 4.0)).lams()
-    [0.0, 0.5, 1.0, 4.0]
+    >>> [a.name for a in ExperimentConfig(iters=10).arms]
+    ['dmd', 'dmd+msm']
+    >>> ExperimentConfig(iters=400, checkpoints=4).eval_iters()
+    [100, 200, 300, 400]
     """
 
     data: ToyDataConfig = field(default_factory=ToyDataConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    arms: tuple = field(default_factory=default_arms)
     seeds: tuple = (0, 1, 2)
-    iters: int = 300
-    lam: float = 1.0
-    sweep: tuple = ()
-    msm_options: dict = field(default_factory=dict)
-    trainer: dict = field(default_factory=lambda: {"batch_size": 8})
-    num_eval: int = 128
+    iters: int = 400
+    checkpoints: int = 4
+    trainer: dict = field(default_factory=lambda: dict(DEMO_TRAINER))
+    num_eval: int = 64
+    teacher_steps: int = 20
+    teacher_guidance: float = 0.0
     video_seeds: int = 1
 
     def __post_init__(self):
@@ -101,34 +155,50 @@ class ExperimentConfig:
             raise ValueError(f"`seeds` should not repeat, got {list(self.seeds)}")
         if not isinstance(self.iters, int) or self.iters < 1:
             raise ValueError(f"`iters` should be a positive int, got {self.iters!r}")
-        if not self.lam > 0 or any(not float(v) >= 0 for v in self.sweep):
-            raise ValueError(f"expected lam > 0 and sweep values >= 0, got lam={self.lam}, sweep={list(self.sweep)}")
+        if not isinstance(self.checkpoints, int) or not 1 <= self.checkpoints <= self.iters:
+            raise ValueError(f"`checkpoints` should be an int in [1, iters={self.iters}], got {self.checkpoints!r}")
+        if not self.arms or any(not isinstance(a, Arm) for a in self.arms):
+            raise TypeError(f"`arms` should be a non-empty list of Arm, got {self.arms!r}")
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names should not repeat, got {names}")
         if not isinstance(self.num_eval, int) or self.num_eval < 2:
             raise ValueError(f"`num_eval` should be an int >= 2 (Fréchet distances need two videos), got {self.num_eval!r}")
-        unknown = sorted(set(self.msm_options) - set(MSM_OPTION_KEYS))
-        if unknown:
-            raise ValueError(f"unknown MSM option(s) {unknown}; known: {list(MSM_OPTION_KEYS)}")
         make_trainer_config(**self.trainer)  # fail here, before any training, on an unknown key
         self.seeds = tuple(self.seeds)
-        self.sweep = tuple(float(v) for v in self.sweep)
-        self.lam = float(self.lam)
+        self.arms = tuple(self.arms)
 
-    def lams(self) -> list:
-        """All lam values run, sorted; 0 is plain DMD."""
-        return sorted({0.0, self.lam, *self.sweep})
+    def eval_iters(self) -> list:
+        """The iterations after which every run is evaluated."""
+        return sorted({round(self.iters * (k + 1) / self.checkpoints) for k in range(self.checkpoints)})
 
     def to_dict(self) -> dict:
         return {
             "data": self.data.to_dict(),
-            "teacher": self.teacher.to_dict(),
+            "net": self.net.to_dict(),
+            "arms": [a.to_dict() for a in self.arms],
             "seeds": list(self.seeds),
             "iters": self.iters,
-            "lam": self.lam,
-            "sweep": list(self.sweep),
-            "msm_options": dict(self.msm_options),
+            "eval_iters": self.eval_iters(),
             "trainer": OmegaConf.to_container(make_trainer_config(**self.trainer)),
             "num_eval": self.num_eval,
+            "teacher_steps": self.teacher_steps,
+            "teacher_guidance": self.teacher_guidance,
+            "video_seeds": self.video_seeds,
         }
+
+
+def build_teacher(data: ToyDataConfig, text_dim: int = 16):
+    """``(teacher, text_encoder, data_videos, data_labels)``: the exact teacher of ``data``'s finite set.
+
+    The text encoder's class tokens are fixed random vectors (seed ``TEXT_SEED``), frozen.
+    """
+    videos, labels = make_dataset(data)
+    teacher = ExactTeacher(videos, labels, data.num_conditions)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TEXT_SEED)
+        encoder = ClassTextEncoder(data.num_conditions, text_dim).requires_grad_(False)
+    return teacher, encoder, videos, labels
 
 
 def per_frame_motion(videos: torch.Tensor) -> list:
@@ -141,105 +211,122 @@ def per_frame_motion(videos: torch.Tensor) -> list:
     return (videos[:, 1:] - videos[:, :-1]).abs().mean(dim=(0, 2, 3, 4)).tolist()
 
 
-def _evaluate(videos: torch.Tensor, teacher_videos: torch.Tensor, data_videos: torch.Tensor) -> dict:
+def nearest_rms(videos: torch.Tensor, data_videos: torch.Tensor) -> float:
+    """Mean over ``videos`` of the RMS difference to the nearest data video (model space): 0 for data.
+
+    >>> nearest_rms(torch.ones(2, 2, 1, 1, 1), torch.stack([torch.zeros(2, 1, 1, 1), 3 * torch.ones(2, 1, 1, 1)]))
+    1.0
+    """
+    a, b = videos.flatten(1).double(), data_videos.flatten(1).double()
+    sq = (a**2).sum(1, keepdim=True) - 2 * a @ b.T + (b**2).sum(1)
+    return float((sq.min(dim=1).values.clamp_min(0) / a.shape[1]).sqrt().mean())
+
+
+def evaluate_videos(videos: torch.Tensor, labels: torch.Tensor, data_videos: torch.Tensor, data: ToyDataConfig,
+                    tracker: BlobTracker) -> dict:
+    """Ground-truth motion (``truth``), weight-free metrics against the data set (``metrics``), per-pair motion."""
     from msm_plugin.metrics import motion_metrics
 
-    unit = to_unit_range(videos)
-    return {
-        "to_teacher": motion_metrics(unit, reference=to_unit_range(teacher_videos)),
-        "to_data": motion_metrics(unit, reference=to_unit_range(data_videos)),
-        "per_frame_motion": per_frame_motion(unit),
-    }
+    truth = summarise_truth(motion_truth_metrics(videos, labels, data, tracker), labels, data)
+    metrics = motion_metrics(to_unit_range(videos), reference=to_unit_range(data_videos))
+    metrics["nn_rms"] = nearest_rms(videos, data_videos)
+    return {"truth": truth, "metrics": metrics, "per_frame_motion": per_frame_motion(to_unit_range(videos))}
 
 
-def _wrap(trainer, lam: float, options: dict):
-    from msm_plugin import wrap_trainer
-
-    return wrap_trainer(trainer, lam=lam, **options)
-
-
-def run_experiment(config: ExperimentConfig, cache_dir=None, progress: bool = True, lora: bool = False,
-                   wandb: bool = False) -> dict:
+def run_experiment(config: ExperimentConfig, progress: bool = True, wandb: bool = False) -> dict:
     """Run the protocol; returns a JSON-ready dict (see :func:`summarise`) plus ``"videos"``.
 
-    ``videos`` (not JSON) maps ``"data"``, ``"teacher"`` and each arm of the first
-    ``video_seeds`` seeds to evaluation videos in model space ``[N, F, C, H, W]``.
+    ``videos`` (not JSON) maps ``"data"``, ``"teacher"`` and ``"<arm>/seed<S>"`` to evaluation
+    videos in model space ``[N, F, C, H, W]`` (``"data"``: the data set's first video of each
+    evaluation label's condition, in order).
     """
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     data = config.data
-    teacher, encoder, teacher_info = load_or_train_teacher(data, config.teacher, cache_dir=cache_dir, progress=progress)
+    teacher, encoder, data_videos, data_labels = build_teacher(data, config.net.text_dim)
+    tracker = BlobTracker(data)
 
     n = config.num_eval
     labels = torch.arange(n) % data.num_conditions
     noise = torch.randn(n, *data.video_shape, generator=torch.Generator().manual_seed(EVAL_NOISE_SEED))
-    data_videos = make_videos(labels, data, torch.Generator().manual_seed(EVAL_DATA_SEED))
     t0 = time.perf_counter()
-    teacher_videos = sample_with_cfg(
-        teacher, encoder(labels), encoder.null(n), noise, config.teacher.sample_steps, config.teacher.guidance_scale
-    )
+    teacher_videos = sample_with_cfg(teacher, encoder(labels), encoder.null(n), noise, config.teacher_steps,
+                                     config.teacher_guidance)
     teacher_sample_seconds = time.perf_counter() - t0
+    # The data set's own videos, as many per condition as the evaluation set holds (the validation
+    # of the tracker: it must recover the true velocities).
+    per_condition = [torch.nonzero(data_labels == c).flatten() for c in range(data.num_conditions)]
+    data_eval = torch.stack([per_condition[int(c)][i // data.num_conditions % len(per_condition[int(c)])]
+                             for i, c in enumerate(labels)])
+    eval_iters = config.eval_iters()
+    total_evals = len(config.arms) * len(config.seeds) * len(eval_iters) + 2
+    scoring = tqdm(total=total_evals, desc="scoring", disable=not progress, leave=False, position=1)
+    reference = {}
+    for name, videos in (("data", data_videos[data_eval]), ("teacher", teacher_videos)):
+        reference[name] = evaluate_videos(videos, labels, data_videos, data, tracker)
+        scoring.update(1)
 
-    trainer_options = dict(config.trainer, lora=lora, wandb=wandb)
-    runs, videos = [], {"data": data_videos, "teacher": teacher_videos}
-    lams = config.lams()
-    bar = tqdm(total=len(lams) * len(config.seeds) * config.iters, desc="distillation", disable=not progress, leave=False)
+    trainer_options = dict(config.trainer, wandb=wandb)
+    runs, videos = [], {"data": data_videos[data_eval], "teacher": teacher_videos}
+    bar = tqdm(total=len(config.arms) * len(config.seeds) * config.iters, desc="training", disable=not progress,
+               leave=False, position=0)
     param_report = None
-    for seed_index, seed in enumerate(config.seeds):
-        for lam in lams:
-            arm = arm_name(lam, config.lam)
-            bar.set_description(f"{arm} seed {seed}")
-            t0 = time.perf_counter()
-            options = {**trainer_options, "seed": seed, "wandb_name": f"{arm}-seed{seed}"}
-            trainer = ToyTrainer(make_trainer_config(**options), teacher, encoder, data)
-            if lam > 0:
-                _wrap(trainer, lam, config.msm_options)
+    for seed in config.seeds:
+        for arm in config.arms:
+            bar.set_description(f"{arm.name} seed {seed}")
+            options = {**trainer_options, "seed": seed, "wandb_name": f"{arm.name}-seed{seed}"}
+            trainer = ToyTrainer(make_trainer_config(**options), teacher, encoder, data, config.net)
+            if arm.lam > 0:
+                from msm_plugin import wrap_trainer
+
+                wrap_trainer(trainer, lam=arm.lam, **arm.msm_options)
             param_report = param_report or trainer.parameter_report()
-            generator_logs = []
-            for _ in range(config.iters):
+            generator_logs, checkpoints, train_seconds = [], [], 0.0
+            for it in range(1, config.iters + 1):
+                t0 = time.perf_counter()
                 logs = trainer.train_one_step()
+                train_seconds += time.perf_counter() - t0
                 if "generator_loss" in logs:
                     generator_logs.append(logs)
                 bar.update(1)
+                if it in eval_iters:
+                    student = trainer.generate(labels, noise)
+                    if not bool(torch.isfinite(student).all()):
+                        raise FloatingPointError(f"arm {arm.name} seed {seed} produced non-finite samples")
+                    checkpoints.append({"iter": it, **evaluate_videos(student, labels, data_videos, data, tracker)})
+                    scoring.update(1)
             trainer.finish()
-            train_seconds = time.perf_counter() - t0
-            student = trainer.generate(labels, noise)
-            if not bool(torch.isfinite(student).all()):
-                raise FloatingPointError(f"arm {arm} seed {seed} produced non-finite samples")
-            run = {
-                "arm": arm,
-                "lam": lam,
+            final = checkpoints[-1]
+            runs.append({
+                "arm": arm.name,
+                "lam": arm.lam,
+                "options": arm.msm_options,
                 "seed": seed,
                 "iters": config.iters,
                 "generator_steps": len(generator_logs),
                 "prompt_digest": trainer.prompt_digest,
                 "train_seconds": train_seconds,
                 "final_logs": _mean_logs(generator_logs[-10:]),
-                **_evaluate(student, teacher_videos, data_videos),
-            }
-            runs.append(run)
-            if seed_index < config.video_seeds:
-                videos[f"{arm}/seed{seed}"] = student
+                "truth": final["truth"],
+                "metrics": final["metrics"],
+                "per_frame_motion": final["per_frame_motion"],
+                "checkpoints": [{"iter": c["iter"], "truth": c["truth"], "metrics": c["metrics"]} for c in checkpoints],
+            })
+            videos[f"{arm.name}/seed{seed}"] = student
     bar.close()
+    scoring.close()
 
     result = {
         "config": config.to_dict(),
         "conditions": condition_names(data),
         "teacher": {
-            "cached": teacher_info["cached"],
-            "path": teacher_info["path"],
-            "train_seconds": teacher_info["train_seconds"],
-            "initial_loss": teacher_info["loss_curve"][0][1],
-            "final_loss": teacher_info["loss_curve"][-1][1],
+            "kind": "exact posterior mean of the finite data set",
+            "dataset_size": int(data_videos.shape[0]),
             "sample_seconds": teacher_sample_seconds,
-            "to_data": motion_metrics_pair(teacher_videos, data_videos),
-            "per_frame_motion": per_frame_motion(to_unit_range(teacher_videos)),
+            **reference["teacher"],
         },
-        "data": {
-            "per_frame_motion": per_frame_motion(to_unit_range(data_videos)),
-            "appearance_over_motion": appearance_to_motion_ratio(data_videos),
-        },
+        "data": {**reference["data"], "appearance_over_motion": appearance_to_motion_ratio(data_videos)},
         "parameters": param_report,
         "runs": runs,
         "summary": summarise(runs),
@@ -249,20 +336,13 @@ def run_experiment(config: ExperimentConfig, cache_dir=None, progress: bool = Tr
     return result
 
 
-def motion_metrics_pair(videos: torch.Tensor, reference: torch.Tensor) -> dict:
-    """``motion_metrics`` of model-space ``videos`` against model-space ``reference`` (both mapped to [0, 1])."""
-    from msm_plugin.metrics import motion_metrics
-
-    return motion_metrics(to_unit_range(videos), reference=to_unit_range(reference))
-
-
 def _mean_logs(logs: list) -> dict:
     keys = sorted({k for entry in logs for k in entry})
     return {k: sum(e[k] for e in logs if k in e) / max(1, sum(k in e for e in logs)) for k in keys}
 
 
 def _mean_std(values: list) -> dict:
-    finite = [v for v in values if math.isfinite(v)]
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not finite:
         return {"mean": float("nan"), "std": float("nan"), "n": 0}
     mean = sum(finite) / len(finite)
@@ -271,36 +351,40 @@ def _mean_std(values: list) -> dict:
 
 
 def summarise(runs: list) -> dict:
-    """Per arm, mean and sample standard deviation over seeds of every metric.
+    """Per arm, mean and sample standard deviation over seeds, at the end and at every checkpoint.
 
-    Returns ``{arm: {"lam": .., "seeds": [..], "to_teacher": {key: {mean, std, n}}, "to_data": {..}}}``.
+    Returns ``{arm: {"lam", "options", "seeds", "truth": {key: {mean, std, n}}, "metrics": {..},
+    "curve": [{"iter", "truth": {..}, "metrics": {..}}]}}``.
 
-    >>> runs = [{"arm": "dmd", "lam": 0.0, "seed": s, "to_teacher": {"motion_fd": v}, "to_data": {}}
-    ...         for s, v in [(0, 1.0), (1, 3.0)]]
-    >>> summarise(runs)["dmd"]["to_teacher"]["motion_fd"]
+    >>> runs = [{"arm": "dmd", "lam": 0.0, "options": {}, "seed": s, "truth": {"frozen_share": v},
+    ...          "metrics": {}, "checkpoints": []} for s, v in [(0, 1.0), (1, 3.0)]]
+    >>> summarise(runs)["dmd"]["truth"]["frozen_share"]
     {'mean': 2.0, 'std': 1.4142135623730951, 'n': 2}
     """
-    summary = {}
+    grouped = {}
     for run in runs:
-        entry = summary.setdefault(run["arm"], {"lam": run["lam"], "seeds": [], "_to_teacher": {}, "_to_data": {}})
-        entry["seeds"].append(run["seed"])
-        for ref in ("to_teacher", "to_data"):
-            for key, value in run[ref].items():
-                entry[f"_{ref}"].setdefault(key, []).append(value)
-    for entry in summary.values():
-        for ref in ("to_teacher", "to_data"):
-            entry[ref] = {k: _mean_std(v) for k, v in entry.pop(f"_{ref}").items()}
+        grouped.setdefault(run["arm"], []).append(run)
+    summary = {}
+    for arm, group in grouped.items():
+        entry = {"lam": group[0]["lam"], "options": group[0]["options"], "seeds": [r["seed"] for r in group]}
+        for part in ("truth", "metrics"):
+            keys = sorted({k for r in group for k in r[part]})
+            entry[part] = {k: _mean_std([r[part].get(k, float("nan")) for r in group]) for k in keys}
+        curve = []
+        for i, point in enumerate(group[0]["checkpoints"]):
+            at = [r["checkpoints"][i] for r in group]
+            curve.append({
+                "iter": point["iter"],
+                **{part: {k: _mean_std([c[part][k] for c in at]) for k in point[part]} for part in ("truth", "metrics")},
+            })
+        entry["curve"] = curve
+        summary[arm] = entry
     return summary
 
 
 def quick_config(**overrides) -> ExperimentConfig:
-    """The ``--quick`` preset: a tiny, briefly trained teacher and short runs (< 2 min from scratch)."""
-    base = dict(
-        teacher=TeacherConfig(train_steps=100, batch_size=16),
-        seeds=(0, 1),
-        iters=20,
-        num_eval=24,
-        trainer={"batch_size": 8},
-    )
+    """The ``--quick`` preset: two seeds, short runs, a small evaluation set (a smoke run, not evidence)."""
+    base = dict(seeds=(0, 1), iters=20, checkpoints=2, num_eval=16, teacher_steps=10,
+                trainer=dict(DEMO_TRAINER, batch_size=8))
     base.update(overrides)
     return ExperimentConfig(**base)

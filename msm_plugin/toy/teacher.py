@@ -1,55 +1,42 @@
-"""The toy teacher: a tiny ``WanTransformer3DModel`` trained by flow matching, its sampler and cache.
+"""Score networks of the toy: the exact teacher, the Wan score wrapper, the noise schedule and the sampler.
 
-Flow matching (rectified flow, as Wan): with ``sigma = t / 1000`` in ``[0, 1]``,
+Rectified flow (as Wan): with ``sigma = t / 1000`` in ``[0, 1]``,
 
-    x_t = (1 - sigma) * x_0 + sigma * eps,        v* = eps - x_0,
+    x_t = (1 - sigma) * x_0 + sigma * eps,        v = eps - x_0,   x_0 = x_t - sigma * v.
 
-the network predicts the velocity ``v`` and the clean estimate is ``x_0 = x_t - sigma * v``.
-Training draws ``sigma`` from a logit-normal law and minimises ``|v - v*|^2``; the condition is a
-learned class embedding passed as ``encoder_hidden_states`` (one "text" token), replaced by a
-null class with probability ``null_prob`` so that classifier-free guidance works. Sampling
-integrates the ODE with Euler steps from ``sigma = 1`` to ``0`` using guided velocities
-``v = v_c + g * (v_c - v_u)`` (CausVid's convention for ``real_guidance_scale``).
+The teacher is :class:`ExactTeacher`, the optimal denoiser of the demo's finite data set
+``{x_i}`` (:func:`~msm_plugin.toy.data.make_dataset`): the posterior mean
 
-A trained teacher is cached on disk under a hash of its full configuration, so later runs reuse
-it; :func:`default_cache_dir` is ``$MSM_DEMO_CACHE`` or ``~/.cache/msm-plugin/toy``.
+    E[x_0 | x_t, c] = sum_i w_i x_i,    w = softmax_i(-|x_t - (1 - sigma) x_i|^2 / (2 sigma^2))
+
+over the videos of condition ``c`` (over all videos for the null condition), with float64
+logits. It is exact by construction, so its samples carry the data's motion; a learned tiny
+Wan teacher could not denoise precisely enough at low noise to do so on 2 CPU cores (README,
+"The built-in demo"). :class:`ToyDiffusionWrapper` turns a ``WanTransformer3DModel`` predicting
+the flow into a CausVid-style x0 score (used by :mod:`.residual` and the step benchmarks).
+Sampling (:func:`sample_with_cfg`) integrates the probability-flow ODE with Euler steps using
+guided x0 predictions ``x0_c + g (x0_c - x0_u)`` (CausVid's ``real_guidance_scale``).
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
-import os
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from einops import rearrange
 
-from msm_plugin.toy.data import ToyDataConfig, make_videos, sample_labels
+from msm_plugin.toy.data import ToyDataConfig
 
 __all__ = [
-    "CACHE_ENV",
     "ClassTextEncoder",
+    "ExactTeacher",
     "FlowMatchScheduler",
-    "TeacherConfig",
+    "NetConfig",
     "ToyDiffusionWrapper",
     "build_score_model",
-    "cache_key",
-    "default_cache_dir",
-    "load_or_train_teacher",
     "sample_with_cfg",
-    "train_teacher",
 ]
-
-CACHE_ENV = "MSM_DEMO_CACHE"
-# Bumped whenever training code changes in a way that makes old cached weights stale.
-_CACHE_VERSION = 1
-
 
 class FlowMatchScheduler:
     """Rectified-flow noise schedule on integer-like timesteps ``t`` in ``[0, num_train_timestep]``.
@@ -92,58 +79,31 @@ class FlowMatchScheduler:
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
-    """Architecture, training and sampling settings of the teacher.
+class NetConfig:
+    """Architecture of a tiny ``WanTransformer3DModel`` (the learned residuals of critic and student).
 
-    The architecture follows TOY-NOTES: patch ``(1, 4, 4)``, 4 heads x 16, 3 layers, ffn 128,
-    ``text_dim`` 16 (about 0.2 M parameters); patch ``(1, 2, 2)`` is ~5x slower on CPU.
+    Patch ``(1, 4, 4)`` keeps 8 x 16 x 16 videos at 128 tokens (patch ``(1, 2, 2)`` is ~5x
+    slower on CPU); 2 layers of 4 heads x 16 is ~0.1 M parameters.
 
-    Args:
-        num_layers, num_heads, head_dim, ffn_dim, text_dim, freq_dim, patch_size: the
-            ``WanTransformer3DModel`` config.
-        train_steps: optimiser steps of flow-matching training.
-        batch_size: videos per step.
-        lr: AdamW learning rate (cosine-decayed to 10% over training).
-        null_prob: probability of replacing the class by the null class (for CFG).
-        ema_decay: decay of the exponential moving average whose weights become the teacher.
-        seed: seed of data and initialisation.
-        sample_steps: Euler steps of the teacher's sampler.
-        guidance_scale: CFG scale ``g`` in ``v_c + g (v_c - v_u)`` for the teacher's samples.
-
-    >>> TeacherConfig(train_steps=10).train_steps
-    10
+    >>> NetConfig(num_layers=1).num_layers
+    1
     """
 
-    num_layers: int = 3
+    num_layers: int = 2
     num_heads: int = 4
     head_dim: int = 16
     ffn_dim: int = 128
     text_dim: int = 16
     freq_dim: int = 64
     patch_size: tuple = (1, 4, 4)
-    train_steps: int = 1200
-    batch_size: int = 32
-    lr: float = 1e-3
-    null_prob: float = 0.1
-    ema_decay: float = 0.995
-    seed: int = 0
-    sample_steps: int = 20
-    guidance_scale: float = 1.0
 
     def __post_init__(self):
-        for name in ("num_layers", "num_heads", "head_dim", "ffn_dim", "text_dim", "freq_dim", "train_steps",
-                     "batch_size", "seed", "sample_steps"):
+        for name in ("num_layers", "num_heads", "head_dim", "ffn_dim", "text_dim", "freq_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"`{name}` should be an int, got {type(value).__name__}")
-            if value < (0 if name == "seed" else 1):
+            if value < 1:
                 raise ValueError(f"`{name}` should be positive, got {value}")
-        if not 0 < self.lr or not 0 <= self.null_prob < 1 or not 0 <= self.ema_decay < 1 or self.guidance_scale < 0:
-            raise ValueError(
-                "expected lr > 0, 0 <= null_prob < 1, 0 <= ema_decay < 1 and guidance_scale >= 0, got "
-                f"lr={self.lr}, null_prob={self.null_prob}, ema_decay={self.ema_decay}, "
-                f"guidance_scale={self.guidance_scale}"
-            )
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
         if len(self.patch_size) != 3:
             raise ValueError(f"`patch_size` should have 3 entries (t, h, w), got {self.patch_size}")
@@ -154,9 +114,10 @@ class TeacherConfig:
 
 
 class ClassTextEncoder(nn.Module):
-    """The toy "text encoder": one learned ``text_dim`` token per class, plus a null class.
+    """The toy "text encoder": one fixed random ``text_dim`` token per class, plus a null class.
 
-    Returns CausVid-style condition dicts ``{"prompt_embeds": [B, 1, text_dim]}``.
+    Returns CausVid-style condition dicts ``{"prompt_embeds": [B, 1, text_dim], "labels": [B]}``:
+    networks read the embedding, the exact teacher reads the label (``num_classes`` = null).
 
     >>> enc = ClassTextEncoder(num_classes=4, text_dim=8)
     >>> enc(torch.tensor([0, 3]))["prompt_embeds"].shape
@@ -176,7 +137,7 @@ class ClassTextEncoder(nn.Module):
                 f"expected class labels [B] in [0, {self.num_classes}] (the last is null), got shape "
                 f"{tuple(labels.shape)} with range [{int(labels.min())}, {int(labels.max())}]"
             )
-        return {"prompt_embeds": self.embedding(labels)[:, None, :]}
+        return {"prompt_embeds": self.embedding(labels)[:, None, :], "labels": labels}
 
     def null(self, batch_size: int) -> dict:
         """The unconditional dict (null class) for ``batch_size`` samples."""
@@ -184,11 +145,13 @@ class ClassTextEncoder(nn.Module):
         return self.forward(labels)
 
 
-def build_score_model(data: ToyDataConfig, config: TeacherConfig):
+def build_score_model(data: ToyDataConfig, config: NetConfig, in_channels: int = None):
     """A freshly initialised tiny ``WanTransformer3DModel`` for ``data``'s videos.
 
-    >>> m = build_score_model(ToyDataConfig(), TeacherConfig())
-    >>> 0.1e6 < sum(p.numel() for p in m.parameters()) < 0.5e6
+    ``in_channels`` defaults to the videos' channels (more: extra conditioning channels).
+
+    >>> m = build_score_model(ToyDataConfig(), NetConfig())
+    >>> 0.05e6 < sum(p.numel() for p in m.parameters()) < 0.5e6
     True
     """
     from diffusers import WanTransformer3DModel
@@ -201,7 +164,7 @@ def build_score_model(data: ToyDataConfig, config: TeacherConfig):
         patch_size=config.patch_size,
         num_attention_heads=config.num_heads,
         attention_head_dim=config.head_dim,
-        in_channels=data.channels,
+        in_channels=in_channels or data.channels,
         out_channels=data.channels,
         text_dim=config.text_dim,
         freq_dim=config.freq_dim,
@@ -253,127 +216,95 @@ class ToyDiffusionWrapper(nn.Module):
         return self.scheduler.x0_from_flow(noisy_image_or_video, flow, timestep)
 
 
+class ExactTeacher(nn.Module):
+    """The optimal (posterior-mean) x0 denoiser of a finite, labelled video set, CausVid-style.
+
+    ``forward(noisy_image_or_video, conditional_dict, timestep) -> x0`` with videos
+    ``[B, F, C, H, W]``, ``timestep`` ``[B, F]`` (one value per sample) and
+    ``conditional_dict["labels"]`` ``[B]``; label ``num_classes`` is the null condition (all
+    videos). Logits are computed in float64 from ``|x_t|^2 - 2 (1 - s) <x_t, x_i> + (1 - s)^2 |x_i|^2``:
+    at ``sigma = 0.02`` they are ~1e4 apart, beyond float32's resolution of their differences.
+
+    Args:
+        videos: the data set ``[N, F, C, H, W]``.
+        labels: its condition indices ``[N]``.
+        num_classes: number of conditions (the null label is this value).
+
+    >>> x = torch.stack([torch.zeros(2, 1, 1, 1), torch.ones(2, 1, 1, 1)])  # two 2-frame videos
+    >>> teacher = ExactTeacher(x, torch.tensor([0, 1]), num_classes=2)
+    >>> t = torch.full((1, 2), 500.0)
+    >>> teacher(torch.full((1, 2, 1, 1, 1), 0.5), {"labels": torch.tensor([1])}, t).flatten().tolist()
+    [1.0, 1.0]
+    >>> teacher(torch.full((1, 2, 1, 1, 1), 0.25), {"labels": torch.tensor([2])}, t).flatten().tolist()  # equidistant
+    [0.5, 0.5]
+    """
+
+    def __init__(self, videos: torch.Tensor, labels: torch.Tensor, num_classes: int, scheduler: FlowMatchScheduler = None):
+        super().__init__()
+        if not isinstance(videos, torch.Tensor) or videos.ndim != 5 or labels.shape != videos.shape[:1]:
+            got = tuple(videos.shape) if isinstance(videos, torch.Tensor) else type(videos).__name__
+            raise ValueError(f"expected videos [N, F, C, H, W] and labels [N], got {got} and {tuple(labels.shape)}")
+        if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+            raise ValueError(f"labels should lie in [0, {num_classes}), got range [{int(labels.min())}, {int(labels.max())}]")
+        flat = videos.reshape(videos.shape[0], -1).double()
+        self.register_buffer("videos", videos.float(), persistent=False)
+        self.register_buffer("flat", flat, persistent=False)
+        self.register_buffer("sq_norms", (flat**2).sum(1), persistent=False)
+        self.register_buffer("labels", labels.long(), persistent=False)
+        self.num_classes = num_classes
+        self.scheduler = scheduler or FlowMatchScheduler()
+
+    def get_scheduler(self) -> FlowMatchScheduler:
+        return self.scheduler
+
+    def posterior_weights(self, noisy_image_or_video: torch.Tensor, labels: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """``w [B, N]``: the posterior probability of each data video given ``x_t`` and the label."""
+        if noisy_image_or_video.ndim != 5 or timestep.shape != noisy_image_or_video.shape[:2]:
+            raise ValueError(
+                "expected noisy_image_or_video [B, F, C, H, W] and timestep [B, F], got "
+                f"{tuple(noisy_image_or_video.shape)} and {tuple(timestep.shape)}"
+            )
+        if labels.shape != noisy_image_or_video.shape[:1]:
+            raise ValueError(f"expected conditional_dict['labels'] of shape [B] = [{noisy_image_or_video.shape[0]}], got {tuple(labels.shape)}")
+        sigma = (timestep[:, 0].double() / self.scheduler.num_train_timestep).clamp_min(1e-6)[:, None]  # [B, 1]
+        xt = noisy_image_or_video.reshape(noisy_image_or_video.shape[0], -1).double()
+        sq_dist = (xt**2).sum(1, keepdim=True) - 2 * (1 - sigma) * (xt @ self.flat.T) + (1 - sigma) ** 2 * self.sq_norms
+        logits = -sq_dist / (2 * sigma**2)
+        allowed = (self.labels[None, :] == labels[:, None]) | (labels[:, None] == self.num_classes)
+        return torch.softmax(logits.masked_fill(~allowed, -torch.inf), dim=1)
+
+    def forward(self, noisy_image_or_video: torch.Tensor, conditional_dict: dict, timestep: torch.Tensor) -> torch.Tensor:
+        weights = self.posterior_weights(noisy_image_or_video, conditional_dict["labels"], timestep)
+        x0 = weights @ self.flat
+        return x0.reshape(noisy_image_or_video.shape).to(noisy_image_or_video.dtype)
+
+
 @torch.no_grad()
 def sample_with_cfg(
-    score: ToyDiffusionWrapper,
+    score: nn.Module,
     conditional_dict: dict,
     unconditional_dict: dict,
     noise: torch.Tensor,
     steps: int,
     guidance_scale: float,
 ) -> torch.Tensor:
-    """Euler integration of the guided flow ODE from ``sigma = 1`` (``noise``) to ``sigma = 0``.
+    """Euler integration of the guided probability-flow ODE from ``sigma = 1`` (``noise``) to ``0``.
 
-    ``x <- x + (sigma_next - sigma) * (v_c + g (v_c - v_u))`` on a uniform sigma grid.
+    With ``x0 = x0_c + g (x0_c - x0_u)`` at the current ``sigma`` and the velocity
+    ``v = (x - x0) / sigma``, one Euler step to ``sigma'`` on a uniform grid is
+    ``x <- x0 + (sigma' / sigma) (x - x0)``; the last step returns ``x0``.
 
     Returns the samples ``[B, F, C, H, W]``.
     """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"`steps` should be a positive int, got {steps!r}")
     scheduler = score.get_scheduler()
     x = noise
     timesteps = torch.linspace(scheduler.num_train_timestep, 0, steps + 1)
     both = {k: torch.cat([conditional_dict[k], unconditional_dict[k]]) for k in conditional_dict}
     for t, t_next in zip(timesteps[:-1], timesteps[1:]):
         t_batch = torch.full((2 * x.shape[0], x.shape[1]), float(t))
-        v_c, v_u = score.flow(torch.cat([x, x]), both, t_batch).chunk(2)
-        x = x + (float(t_next) - float(t)) / scheduler.num_train_timestep * (v_c + guidance_scale * (v_c - v_u))
+        x0_c, x0_u = score(torch.cat([x, x]), both, t_batch).chunk(2)
+        x0 = x0_c + guidance_scale * (x0_c - x0_u)
+        x = x0 + (float(t_next) / float(t)) * (x - x0)
     return x
-
-
-def train_teacher(data: ToyDataConfig, config: TeacherConfig, progress: bool = True):
-    """Train the teacher by flow matching; returns ``(score_wrapper, text_encoder, info)``.
-
-    The returned modules hold the EMA weights, are in eval mode and do not require grad.
-    ``info`` records the loss curve (every 50 steps) and the wall time.
-    """
-    from tqdm.auto import tqdm
-
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    scheduler = FlowMatchScheduler()
-    score = ToyDiffusionWrapper(build_score_model(data, config), scheduler)
-    encoder = ClassTextEncoder(data.num_conditions, config.text_dim)
-    params = list(score.parameters()) + list(encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * i / config.train_steps)).item())
-    )
-    ema_score, ema_encoder = copy.deepcopy(score), copy.deepcopy(encoder)
-    ema_params = list(ema_score.parameters()) + list(ema_encoder.parameters())
-    losses, start = [], time.perf_counter()
-    bar = tqdm(range(config.train_steps), desc="teacher (flow matching)", disable=not progress, leave=False)
-    running = None
-    for step in bar:
-        labels = sample_labels(config.batch_size, data, gen)
-        x0 = make_videos(labels, data, gen)
-        drop = torch.rand(config.batch_size, generator=gen) < config.null_prob
-        cond = encoder(torch.where(drop, torch.full_like(labels, data.num_conditions), labels))
-        sigma = torch.sigmoid(torch.randn(config.batch_size, generator=gen))  # logit-normal
-        timestep = (sigma * scheduler.num_train_timestep)[:, None].expand(-1, data.num_frames)
-        noise = torch.randn(x0.shape, generator=gen)
-        xt = scheduler.add_noise(x0, noise, timestep)
-        loss = F.mse_loss(score.flow(xt, cond, timestep), noise - x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            # Warm-up of the EMA so that a short run is not dominated by the random init.
-            decay = min(config.ema_decay, (1 + step) / (10 + step))
-            for e, p in zip(ema_params, params):
-                e.lerp_(p, 1 - decay)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 50 == 0 or step == config.train_steps - 1:
-            losses.append([step, running])
-            bar.set_postfix(loss=f"{running:.4f}")
-    info = {"loss_curve": losses, "train_seconds": time.perf_counter() - start}
-    for module in (ema_score, ema_encoder):
-        module.eval().requires_grad_(False)
-    return ema_score, ema_encoder, info
-
-
-def cache_key(data: ToyDataConfig, config: TeacherConfig) -> str:
-    """Hex digest identifying a teacher: same configs -> same key -> reused weights.
-
-    >>> cache_key(ToyDataConfig(), TeacherConfig()) == cache_key(ToyDataConfig(), TeacherConfig())
-    True
-    >>> cache_key(ToyDataConfig(), TeacherConfig()) == cache_key(ToyDataConfig(), TeacherConfig(seed=1))
-    False
-    """
-    payload = {"version": _CACHE_VERSION, "data": data.to_dict(), "teacher": config.to_dict()}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def default_cache_dir() -> Path:
-    """``$MSM_DEMO_CACHE`` when set, else ``~/.cache/msm-plugin/toy``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "msm-plugin" / "toy"
-
-
-def load_or_train_teacher(data: ToyDataConfig, config: TeacherConfig, cache_dir=None, progress: bool = True):
-    """Load the cached teacher for these configs, or train and cache it.
-
-    Returns ``(score_wrapper, text_encoder, info)``; ``info["cached"]`` says whether the
-    weights came from disk and ``info["path"]`` where they live.
-    """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = cache_dir / f"teacher-{cache_key(data, config)}.pt"
-    if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        score = ToyDiffusionWrapper(build_score_model(data, config), FlowMatchScheduler())
-        encoder = ClassTextEncoder(data.num_conditions, config.text_dim)
-        score.load_state_dict(blob["score"])
-        encoder.load_state_dict(blob["encoder"])
-        for module in (score, encoder):
-            module.eval().requires_grad_(False)
-        info = json.loads(blob["info"])
-        info.update(cached=True, path=str(path))
-        return score, encoder, info
-    score, encoder, info = train_teacher(data, config, progress=progress)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Write then rename so that an interrupted run never leaves a truncated cache entry.
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"score": score.state_dict(), "encoder": encoder.state_dict(), "info": json.dumps(info)}, tmp)
-    os.replace(tmp, path)
-    info.update(cached=False, path=str(path))
-    return score, encoder, info

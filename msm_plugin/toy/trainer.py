@@ -1,4 +1,4 @@
-"""``ToyTrainer``: CausVid's distillation training loop at toy size, with accelerate and optional LoRA.
+"""``ToyTrainer``: CausVid's distillation training loop at toy size, on accelerate.
 
 Like ``causvid.train_distillation.Trainer`` it holds ``.config`` (OmegaConf),
 ``.distillation_model`` (a :class:`~msm_plugin.toy.dmd.ToyDMD`), ``generator_optimizer`` /
@@ -6,9 +6,9 @@ Like ``causvid.train_distillation.Trainer`` it holds ``.config`` (OmegaConf),
 the generator every ``dfake_gen_update_ratio`` steps and the critic every step. So
 ``msm_plugin.wrap_trainer(trainer, lam=...)`` treats it exactly as a real host.
 
-Full mode copies the teacher into the generator and the critic (three networks). LoRA mode
-(``lora: true``) keeps ONE frozen copy of the teacher's transformer with two peft adapters,
-``generator`` and ``critic``; the real score is that copy with adapters disabled.
+The real score is the teacher; the generator and the critic start as the teacher plus a
+zero-initialised tiny Wan residual each (:class:`~msm_plugin.toy.residual.ResidualScore`), the
+toy's form of DMD's "start both as copies of the teacher".
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import contextlib
 import copy
 import hashlib
 import math
-import warnings
-from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -26,9 +24,10 @@ from torch import nn
 
 from msm_plugin.toy.data import ToyDataConfig, make_videos, sample_labels
 from msm_plugin.toy.dmd import ToyDMD
-from msm_plugin.toy.teacher import ClassTextEncoder, ToyDiffusionWrapper
+from msm_plugin.toy.residual import ResidualScore, build_residual
+from msm_plugin.toy.teacher import ClassTextEncoder, NetConfig
 
-__all__ = ["DEFAULT_TRAINER_CONFIG", "LORA_TARGETS", "ToyTrainer", "make_trainer_config"]
+__all__ = ["DEFAULT_TRAINER_CONFIG", "ToyTrainer", "make_trainer_config"]
 
 DEFAULT_TRAINER_CONFIG = {
     "seed": 0,
@@ -49,17 +48,10 @@ DEFAULT_TRAINER_CONFIG = {
     "fake_task_type": "bidirectional_video",
     "backward_simulation": True,
     "mixed_precision": "no",
-    "lora": False,
-    "lora_rank": 8,
-    "lora_lr": 1e-3,
     "wandb": False,
     "wandb_project": "msm-demo",
     "wandb_name": None,
 }
-# The attention and feed-forward projections of every Wan block.
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
-
-
 def make_trainer_config(**overrides):
     """The default trainer config with ``overrides`` merged in (unknown keys are an error).
 
@@ -72,61 +64,21 @@ def make_trainer_config(**overrides):
     return OmegaConf.create({**DEFAULT_TRAINER_CONFIG, **overrides})
 
 
-class _AdapterScore(nn.Module):
-    """A view of a shared LoRA'd score wrapper with one adapter active (``None``: the frozen base)."""
-
-    def __init__(self, shared: ToyDiffusionWrapper, adapter: Optional[str]):
-        super().__init__()
-        # A list keeps the shared module out of this module's children, so that the three
-        # views do not each register (and state_dict) the same weights.
-        self._shared = [shared]
-        self.adapter = adapter
-
-    def get_scheduler(self):
-        return self._shared[0].get_scheduler()
-
-    def forward(self, noisy_image_or_video, conditional_dict, timestep):
-        shared = self._shared[0]
-        _activate_adapter(shared, self.adapter)
-        return shared(noisy_image_or_video=noisy_image_or_video, conditional_dict=conditional_dict, timestep=timestep)
-
-
-def _activate_adapter(model: nn.Module, adapter: Optional[str]) -> None:
-    """Route every LoRA layer of ``model`` through ``adapter`` (or none).
-
-    peft's switches also flip ``requires_grad`` of the inactive adapters; both adapters must
-    stay trainable (each optimiser only sees its own), so their flags are restored here.
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for module in model.modules():
-        if isinstance(module, BaseTunerLayer):
-            if adapter is None:
-                module.enable_adapters(False)
-            else:
-                module.enable_adapters(True)
-                module.set_adapter(adapter)
-    for name, param in model.named_parameters():
-        if "lora_" in name:
-            param.requires_grad_(True)
-
-
-def _param_bytes(params) -> int:
-    return sum(p.numel() * p.element_size() for p in params)
-
-
 class ToyTrainer:
     """DMD distillation of a toy teacher, CausVid-style.
 
     Args:
         config: an OmegaConf config (see :data:`DEFAULT_TRAINER_CONFIG`; build with
             :func:`make_trainer_config`).
-        teacher: the trained :class:`~msm_plugin.toy.teacher.ToyDiffusionWrapper` (left untouched).
-        text_encoder: the teacher's :class:`~msm_plugin.toy.teacher.ClassTextEncoder` (frozen).
+        teacher: the real score, a CausVid-style x0 score (e.g. the
+            :class:`~msm_plugin.toy.teacher.ExactTeacher`), left untouched and shared.
+        text_encoder: the :class:`~msm_plugin.toy.teacher.ClassTextEncoder` (frozen).
         data: the :class:`~msm_plugin.toy.data.ToyDataConfig` that fixes shapes and conditions.
+        net: architecture of the generator's and the critic's Wan residuals.
     """
 
-    def __init__(self, config, teacher: ToyDiffusionWrapper, text_encoder: ClassTextEncoder, data: ToyDataConfig):
+    def __init__(self, config, teacher: nn.Module, text_encoder: ClassTextEncoder, data: ToyDataConfig,
+                 net: NetConfig = NetConfig()):
         from accelerate import Accelerator
 
         unknown = sorted(set(config.keys()) - set(DEFAULT_TRAINER_CONFIG))
@@ -160,17 +112,13 @@ class ToyTrainer:
             self._rng_state = torch.get_rng_state()
         self.text_encoder = copy.deepcopy(text_encoder).to(device).requires_grad_(False)
 
-        if config.lora:
-            generator, real_score, fake_score = self._lora_scores(teacher, device)
-            gen_params = [p for n, p in self.shared_score.named_parameters() if ".generator." in n]
-            critic_params = [p for n, p in self.shared_score.named_parameters() if ".critic." in n]
-            lr_gen = lr_critic = float(config.lora_lr)
-        else:
-            real_score = copy.deepcopy(teacher).to(device).requires_grad_(False)
-            generator = copy.deepcopy(teacher).to(device).requires_grad_(True).train()
-            fake_score = copy.deepcopy(teacher).to(device).requires_grad_(True).train()
-            gen_params, critic_params = list(generator.parameters()), list(fake_score.parameters())
-            lr_gen, lr_critic = float(config.lr), float(config.lr_critic)
+        # The residuals' hidden layers are drawn from the run's seed (their outputs start at zero).
+        with self._own_rng():
+            generator = ResidualScore(teacher, build_residual(data, net)).to(device).train()
+            fake_score = ResidualScore(teacher, build_residual(data, net)).to(device).train()
+        real_score = teacher
+        gen_params, critic_params = list(generator.parameters()), list(fake_score.parameters())
+        lr_gen, lr_critic = float(config.lr), float(config.lr_critic)
         betas = (float(config.beta1), float(config.beta2))
         self.generator_optimizer = torch.optim.AdamW(gen_params, lr=lr_gen, betas=betas, weight_decay=config.weight_decay)
         self.critic_optimizer = torch.optim.AdamW(critic_params, lr=lr_critic, betas=betas, weight_decay=config.weight_decay)
@@ -198,44 +146,12 @@ class ToyTrainer:
         """Hash of every prompt label drawn so far: equal digests = the same prompts in the same order."""
         return self._prompt_digest.hexdigest()[:16]
 
-    def _lora_scores(self, teacher: ToyDiffusionWrapper, device):
-        from peft import LoraConfig, inject_adapter_in_model
-
-        shared = copy.deepcopy(teacher).to(device).requires_grad_(False)
-        for name in ("generator", "critic"):
-            lora = LoraConfig(r=int(self.config.lora_rank), lora_alpha=int(self.config.lora_rank), target_modules=LORA_TARGETS)
-            with warnings.catch_warnings():
-                # peft warns on the second adapter of a model; two adapters are the point here.
-                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-                inject_adapter_in_model(lora, shared.model, adapter_name=name)
-        _activate_adapter(shared, None)
-        self.shared_score = shared
-        return _AdapterScore(shared, "generator"), _AdapterScore(shared, None), _AdapterScore(shared, "critic")
-
     # ------------------------------------------------------------------------------ reporting
     def parameter_report(self) -> dict:
-        """Trainable parameter counts and the bytes held by weights, grads and AdamW states.
-
-        Full mode stores three networks and trains two; LoRA mode stores one network plus two
-        adapters. Bytes count fp32 weights + (for trainable tensors) a gradient and AdamW's two
-        moment buffers, the dominant terms of training memory at this size.
-        """
-        dmd = self.distillation_model
-        trainable = self._gen_params + self._critic_params
-        if self.config.lora:
-            stored = list(self.shared_score.parameters())
-        else:
-            stored = [p for m in (dmd.generator, dmd.real_score, dmd.fake_score) for p in m.parameters()]
-        weights = _param_bytes(stored)
-        training = 3 * _param_bytes(trainable)
+        """Trainable parameter counts of the generator's and the critic's residuals."""
         return {
-            "mode": "lora" if self.config.lora else "full",
             "trainable_generator": sum(p.numel() for p in self._gen_params),
             "trainable_critic": sum(p.numel() for p in self._critic_params),
-            "stored_parameters": sum(p.numel() for p in stored),
-            "weights_bytes": weights,
-            "grads_and_adam_bytes": training,
-            "total_bytes": weights + training,
         }
 
     # ------------------------------------------------------------------------------- training

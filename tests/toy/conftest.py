@@ -1,4 +1,4 @@
-"""Shared fixtures for the toy-demo tests: one quick ``msm-demo`` run and a tiny random teacher."""
+"""Shared fixtures for the toy-demo tests: one quick ``msm-demo`` run, a tiny exact teacher, a tiny Wan score."""
 
 from __future__ import annotations
 
@@ -7,31 +7,37 @@ import json
 import pytest
 import torch
 
-from msm_plugin.toy.data import ToyDataConfig
-from msm_plugin.toy.teacher import ClassTextEncoder, FlowMatchScheduler, TeacherConfig, ToyDiffusionWrapper, build_score_model
+from msm_plugin.toy.data import ToyDataConfig, make_dataset
+from msm_plugin.toy.teacher import ClassTextEncoder, ExactTeacher, FlowMatchScheduler, NetConfig, ToyDiffusionWrapper, build_score_model
 
-TINY_DATA = ToyDataConfig(num_frames=4, size=8, speeds=(1.0,))
-TINY_TEACHER = TeacherConfig(num_layers=1, num_heads=2, head_dim=8, ffn_dim=16, text_dim=8, freq_dim=16,
-                             train_steps=4, batch_size=4, sample_steps=2)
+TINY_DATA = ToyDataConfig(num_frames=4, size=8, speeds=(1.0,), videos_per_condition=3)
+TINY_NET = NetConfig(num_layers=1, num_heads=2, head_dim=8, ffn_dim=16, text_dim=8, freq_dim=16)
 
 
 @pytest.fixture(scope="session")
-def quick_run(tmp_path_factory, toy_teacher_cache):
-    """The ``--quick`` preset run once, end to end: ``(out_dir, results, teacher_was_cached_before)``."""
+def quick_run(tmp_path_factory):
+    """The ``--quick`` preset run once, end to end: ``(out_dir, results)``."""
     from msm_plugin.toy.cli import main
 
     out = tmp_path_factory.mktemp("quick-out")
-    cache = toy_teacher_cache
-    had_teacher = any(cache.iterdir())  # the notebooks may have trained the shared quick teacher first
     # One thread: this checks results, not speed, and a busy CI box punishes oversubscribed threads.
-    assert main(["--quick", "--out", str(out), "--cache-dir", str(cache), "--no-progress", "--threads", "1"]) == 0
-    return out, json.loads((out / "results.json").read_text()), had_teacher
+    assert main(["--quick", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture()
+def tiny_exact():
+    """The exact teacher of TINY_DATA's finite set and a text encoder: ``(teacher, encoder)``."""
+    videos, labels = make_dataset(TINY_DATA)
+    torch.manual_seed(0)
+    encoder = ClassTextEncoder(TINY_DATA.num_conditions, TINY_NET.text_dim).requires_grad_(False)
+    return ExactTeacher(videos, labels, TINY_DATA.num_conditions), encoder
 
 
 @pytest.fixture()
 def tiny_teacher():
-    """An untrained tiny teacher (score wrapper, text encoder) for interface tests."""
+    """An untrained tiny Wan score wrapper and a text encoder, for interface tests."""
     torch.manual_seed(0)
-    score = ToyDiffusionWrapper(build_score_model(TINY_DATA, TINY_TEACHER), FlowMatchScheduler())
-    encoder = ClassTextEncoder(TINY_DATA.num_conditions, TINY_TEACHER.text_dim)
+    score = ToyDiffusionWrapper(build_score_model(TINY_DATA, TINY_NET), FlowMatchScheduler())
+    encoder = ClassTextEncoder(TINY_DATA.num_conditions, TINY_NET.text_dim)
     return score.eval().requires_grad_(False), encoder.requires_grad_(False)

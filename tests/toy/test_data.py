@@ -7,11 +7,14 @@ import torch
 
 from msm_plugin.toy.data import (
     ToyDataConfig,
-    condition_names,
-    make_videos,
     appearance_to_motion_ratio,
+    background_basis,
+    condition_names,
+    make_dataset,
+    make_videos,
     sample_labels,
     to_unit_range,
+    true_velocities,
 )
 
 
@@ -84,3 +87,36 @@ def test_input_errors():
         make_videos(torch.tensor([0, 8]), cfg)
     with pytest.raises(ValueError, match=r"expected a video tensor \[B, F, C, H, W\] with F >= 2, got \(1, 1, 3, 4, 4\)"):
         appearance_to_motion_ratio(torch.zeros(1, 1, 3, 4, 4))
+
+
+def test_finite_dataset_is_fixed_and_labelled_in_blocks():
+    cfg = ToyDataConfig(videos_per_condition=3)
+    x, y = make_dataset(cfg)
+    x2, _ = make_dataset(cfg)
+    assert torch.equal(x, x2) and x.shape == (24, 8, 3, 16, 16)
+    assert y.tolist() == [c for c in range(8) for _ in range(3)]
+    assert not torch.equal(x, make_dataset(ToyDataConfig(videos_per_condition=3, dataset_seed=1))[0])
+
+
+def test_true_velocities_follow_the_label_layout():
+    cfg = ToyDataConfig(directions=("up", "left"), speeds=(0.5, 2.0))
+    # label = direction_index * len(speeds) + speed_index; (dy, dx) with rows growing downwards.
+    assert true_velocities(torch.arange(4), cfg).tolist() == [[-0.5, 0.0], [-2.0, 0.0], [0.0, -0.5], [0.0, -2.0]]
+
+
+def test_backgrounds_lie_in_the_basis_span():
+    cfg = ToyDataConfig()
+    # A video whose blob has vanished is pure background: its first frame must be reproduced
+    # exactly by least squares on the basis (residual at float32 round-off).
+    x = make_videos(torch.tensor([2]), ToyDataConfig(blob_amplitude=1e-12), torch.Generator().manual_seed(0))[0, 0]
+    basis = background_basis(cfg)  # [16, 256]
+    coeffs = torch.linalg.lstsq(basis.T, x.reshape(3, -1).T).solution
+    torch.testing.assert_close(coeffs.T @ basis, x.reshape(3, -1), atol=1e-5, rtol=0)
+    assert basis.shape == (16, 256)
+
+
+def test_dataset_config_errors():
+    with pytest.raises(ValueError, match="expected videos_per_condition >= 1 and dataset_seed >= 0, got 0 and 0"):
+        ToyDataConfig(videos_per_condition=0)
+    with pytest.raises(TypeError, match="`dataset_seed` should be an int, got float"):
+        ToyDataConfig(dataset_seed=1.0)
