@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from omegaconf import OmegaConf
 
+from msm_plugin.losses.msm import MSMConfig
 from msm_plugin.toy.data import ToyDataConfig, appearance_to_motion_ratio, condition_names, make_dataset, to_unit_range
 from msm_plugin.toy.teacher import ClassTextEncoder, ExactTeacher, NetConfig, sample_with_cfg
 from msm_plugin.toy.tracking import BlobTracker, motion_truth_metrics, summarise_truth
@@ -49,7 +50,8 @@ ARM_MSM = "dmd+msm"
 # Fixed, independent of the training seeds, so that every arm and seed is judged on one set.
 EVAL_NOISE_SEED = 1234
 TEXT_SEED = 99
-MSM_OPTION_KEYS = ("normalization", "order", "timestep_policy", "feature")
+# Every MSM option but the weight, which an arm gives as `lam`: one list, MSMConfig's own.
+MSM_OPTION_KEYS = tuple(name for name in MSMConfig.option_names() if name != "lam")
 # The trainer settings of the demo (see README "The built-in demo" for how they were chosen):
 # Adam without momentum as DMD2, a fast learning rate for 400 iterations, critic ratio 2.
 DEMO_TRAINER = {
