@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="2 seeds x 20 iterations: a smoke run, not evidence")
     p.add_argument("--pareto", action="store_true",
                    help="run DMD and MSM at lam 0.25, 0.5, 1, 2 with both normalizations (9 arms, about 30 min)")
+    p.add_argument("--options", action="store_true",
+                   help="run DMD, the paper's MSM and MSM with each option (binomial smoothing, warm-up, t >= 0.5) at --lam")
+    p.add_argument("--framewise-critic", action="store_true",
+                   help="the critic's residual sees each frame alone (no temporal structure)")
     p.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; --quick: 0 1)")
     p.add_argument("--iters", type=int, help="training iterations per run (default 400; --quick: 20)")
     p.add_argument("--checkpoints", type=int, help="evaluations during training (default 4; --quick: 2)")
@@ -61,10 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args):
     """The :class:`~msm_plugin.toy.experiment.ExperimentConfig` that ``args`` describe."""
-    from msm_plugin.toy.experiment import ExperimentConfig, default_arms, pareto_arms, quick_config
+    from msm_plugin.toy.experiment import ExperimentConfig, default_arms, options_arms, pareto_arms, quick_config
 
+    if args.pareto and args.options:
+        raise ValueError("--pareto and --options are two different sweeps: choose one")
     config = quick_config() if args.quick else ExperimentConfig()
-    changes = {"arms": pareto_arms() if args.pareto else default_arms(args.lam, args.normalization)}
+    if args.pareto:
+        arms = pareto_arms()
+    elif args.options:
+        arms = options_arms(args.lam)
+    else:
+        arms = default_arms(args.lam, args.normalization)
+    changes = {"arms": arms, "framewise_critic": args.framewise_critic}
     for name in ("iters", "checkpoints", "num_eval"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from msm_plugin.losses.msm import MSMConfig
 from msm_plugin.toy.data import ToyDataConfig, appearance_to_motion_ratio, condition_names, make_dataset, to_unit_range
 from msm_plugin.toy.teacher import ClassTextEncoder, ExactTeacher, NetConfig, sample_with_cfg
-from msm_plugin.toy.tracking import BlobTracker, motion_truth_metrics, summarise_truth
+from msm_plugin.toy.tracking import BlobTracker, high_frequency_power, motion_truth_metrics, summarise_truth
 from msm_plugin.toy.trainer import ToyTrainer, make_trainer_config
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "default_arms",
     "evaluate_videos",
     "nearest_rms",
+    "options_arms",
     "pareto_arms",
     "per_frame_motion",
     "quick_config",
@@ -102,6 +103,25 @@ def default_arms(lam: float = 1.0, normalization: str = "motion") -> tuple:
     return (Arm(ARM_DMD), Arm(ARM_MSM, lam=lam, options=(("normalization", normalization),)))
 
 
+def options_arms(lam: float = 1.0) -> tuple:
+    """DMD, the paper's MSM and MSM with each option of issue 13 on its own (same ``lam``).
+
+    The schedule is sized for the default 400 iterations at critic ratio 2 (200 generator
+    steps): off for the first 50, ramped over the next 50, while the critic learns the student.
+
+    >>> [a.name for a in options_arms()]
+    ['dmd', 'dmd+msm', 'msm binomial', 'msm warm-up', 'msm t>=0.5']
+    """
+    paper = (("normalization", "motion"),)
+    return (
+        Arm(ARM_DMD),
+        Arm(ARM_MSM, lam=lam, options=paper),
+        Arm("msm binomial", lam=lam, options=paper + (("smoothing", "binomial"),)),
+        Arm("msm warm-up", lam=lam, options=paper + (("warmup_steps", 50), ("ramp_steps", 50))),
+        Arm("msm t>=0.5", lam=lam, options=paper + (("t_min", 0.5),)),
+    )
+
+
 def pareto_arms(lams=(0.25, 0.5, 1.0, 2.0), normalizations=("motion", "dmd")) -> tuple:
     """DMD plus one arm per (lam, normalization): the trade-off sweep.
 
@@ -149,6 +169,7 @@ class ExperimentConfig:
     teacher_steps: int = 20
     teacher_guidance: float = 0.0
     video_seeds: int = 1
+    framewise_critic: bool = False
 
     def __post_init__(self):
         if not self.seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
@@ -187,6 +208,7 @@ class ExperimentConfig:
             "teacher_steps": self.teacher_steps,
             "teacher_guidance": self.teacher_guidance,
             "video_seeds": self.video_seeds,
+            "framewise_critic": self.framewise_critic,
         }
 
 
@@ -278,7 +300,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, wandb: bool 
         for arm in config.arms:
             bar.set_description(f"{arm.name} seed {seed}")
             options = {**trainer_options, "seed": seed, "wandb_name": f"{arm.name}-seed{seed}"}
-            trainer = ToyTrainer(make_trainer_config(**options), teacher, encoder, data, config.net)
+            trainer = ToyTrainer(make_trainer_config(**options), teacher, encoder, data, config.net,
+                                 framewise_critic=config.framewise_critic)
             if arm.lam > 0:
                 from msm_plugin import wrap_trainer
 
@@ -300,6 +323,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, wandb: bool 
                     scoring.update(1)
             trainer.finish()
             final = checkpoints[-1]
+            critic_spectrum = torch.stack(trainer.critic_error_spectra).mean(dim=0)
+            critic_hf_power, critic_hf_share = high_frequency_power(critic_spectrum)
             runs.append({
                 "arm": arm.name,
                 "lam": arm.lam,
@@ -313,6 +338,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, wandb: bool 
                 "truth": final["truth"],
                 "metrics": final["metrics"],
                 "per_frame_motion": final["per_frame_motion"],
+                "training": {"critic_error_hf_power": critic_hf_power, "critic_error_hf_share": critic_hf_share},
+                "critic_error_spectrum": critic_spectrum.tolist(),
                 "checkpoints": [{"iter": c["iter"], "truth": c["truth"], "metrics": c["metrics"]} for c in checkpoints],
             })
             videos[f"{arm.name}/seed{seed}"] = student
@@ -369,9 +396,9 @@ def summarise(runs: list) -> dict:
     summary = {}
     for arm, group in grouped.items():
         entry = {"lam": group[0]["lam"], "options": group[0]["options"], "seeds": [r["seed"] for r in group]}
-        for part in ("truth", "metrics"):
-            keys = sorted({k for r in group for k in r[part]})
-            entry[part] = {k: _mean_std([r[part].get(k, float("nan")) for r in group]) for k in keys}
+        for part in ("truth", "metrics", "training"):
+            keys = sorted({k for r in group for k in r.get(part, {})})
+            entry[part] = {k: _mean_std([r.get(part, {}).get(k, float("nan")) for r in group]) for k in keys}
         curve = []
         for i, point in enumerate(group[0]["checkpoints"]):
             at = [r["checkpoints"][i] for r in group]

@@ -46,6 +46,13 @@ FLOW_COLUMNS = [
     ("metrics", "flow_w1", "flow W1 → data ↓"),
     ("metrics", "motion_fd", "motion FD → data ↓"),
 ]
+# Issue 13's mechanism: flicker lives in the upper half of the temporal band (periods of 2-3 frames).
+MECHANISM_COLUMNS = [
+    ("truth", "flicker_hf_power", "student: flicker HF power ↓"),
+    ("truth", "flicker_hf_share", "student: HF share of flicker"),
+    ("training", "critic_error_hf_power", "training: (pred_fake − pred_real) HF power"),
+    ("training", "critic_error_hf_share", "training: its HF share"),
+]
 APPEARANCE_COLUMNS = [
     ("metrics", "appearance_fd", "appearance FD → data ↓"),
     ("metrics", "nn_rms", "RMS to nearest data video ↓"),
@@ -87,7 +94,7 @@ def _table(result: dict, columns: list) -> list:
     header = ["arm", "seeds"] + [title for _, _, title in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, ref in (("data (its own videos)", result["data"]), ("teacher (exact, sampled)", result["teacher"])):
-        lines.append("| " + " | ".join([name, ""] + [_plain(ref[part].get(key, float("nan"))) for part, key, _ in columns]) + " |")
+        lines.append("| " + " | ".join([name, ""] + [_plain(ref.get(part, {}).get(key, float("nan"))) for part, key, _ in columns]) + " |")
     for arm, entry in result["summary"].items():
         cells = [arm, str(len(entry["seeds"]))] + [format_mean_std(entry[part].get(key, {})) for part, key, _ in columns]
         lines.append("| " + " | ".join(cells) + " |")
@@ -156,6 +163,14 @@ def markdown_report(result: dict) -> str:
         "## Flow and smoothness (weight-free metrics, against the data set)",
         "",
         *_table(result, FLOW_COLUMNS),
+        "",
+        "## Where flicker comes from (temporal spectra; HF = upper half of the band)",
+        "",
+        *_table(result, MECHANISM_COLUMNS),
+        "",
+        "Student: spectrum of the blob-free remainder of its samples. Training: spectrum of the critic's minus the "
+        "teacher's x0 prediction on the generator steps, the difference MSM high-passes (gradient response "
+        "2 - 2cos w; `smoothing: binomial` multiplies it by (1 + cos w)^2 / 4).",
         "",
         "## Appearance",
         "",

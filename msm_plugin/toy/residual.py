@@ -64,15 +64,19 @@ class ResidualScore(nn.Module):
         base: the frozen teacher (e.g. :class:`~msm_plugin.toy.teacher.ExactTeacher`); kept out
             of this module's parameters and state dict, so critic and student share it.
         residual: a ``WanTransformer3DModel`` on ``[B, C, F, H, W]`` (see :func:`build_residual`).
+        framewise: run ``residual`` on each frame alone (frames folded into the batch, frame
+            coordinate 0), so it has no temporal structure: its errors are independent across
+            frames, the case where MSM's temporal high-pass turns them into flicker.
 
     Shapes: videos ``[B, F, C, H, W]``, ``timestep`` ``[B, F]`` equal over frames,
     ``conditional_dict`` with ``prompt_embeds`` ``[B, 1, D]`` (and what ``base`` reads).
     """
 
-    def __init__(self, base: nn.Module, residual: nn.Module):
+    def __init__(self, base: nn.Module, residual: nn.Module, framewise: bool = False):
         super().__init__()
         self._base = [base]  # a list: not a child module, so not in parameters() or state_dict()
         self.residual = residual
+        self.framewise = bool(framewise)
 
     @property
     def base(self) -> nn.Module:
@@ -91,13 +95,18 @@ class ResidualScore(nn.Module):
             raise ValueError("the bidirectional toy model needs one timestep per sample (equal over frames)")
         with torch.no_grad():
             base = self.base(noisy_image_or_video, conditional_dict, timestep)
-        hidden = rearrange(noisy_image_or_video, "b f c h w -> b c f h w")
+        frames = noisy_image_or_video.shape[1]
+        t, text = timestep[:, 0], conditional_dict["prompt_embeds"]
+        if self.framewise:
+            hidden = rearrange(noisy_image_or_video, "b f c h w -> (b f) c 1 h w")
+            t, text = t.repeat_interleave(frames), text.repeat_interleave(frames, dim=0)
+        else:
+            hidden = rearrange(noisy_image_or_video, "b f c h w -> b c f h w")
         coords = coordinate_channels(hidden.shape[0], *hidden.shape[2:]).to(hidden)
         hidden = torch.cat([hidden, coords], dim=1)
         out = self.residual(
-            hidden_states=hidden,
-            timestep=timestep[:, 0].to(hidden.dtype),
-            encoder_hidden_states=conditional_dict["prompt_embeds"].to(hidden.dtype),
-            return_dict=False,
+            hidden_states=hidden, timestep=t.to(hidden.dtype), encoder_hidden_states=text.to(hidden.dtype), return_dict=False,
         )[0]
+        if self.framewise:
+            return base + rearrange(out, "(b f) c 1 h w -> b f c h w", f=frames)
         return base + rearrange(out, "b c f h w -> b f c h w")

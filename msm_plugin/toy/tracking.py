@@ -29,7 +29,7 @@ from einops import rearrange
 
 from msm_plugin.toy.data import ToyDataConfig, background_basis, true_velocities
 
-__all__ = ["BlobTracker", "motion_truth_metrics", "summarise_truth", "temporal_spectrum"]
+__all__ = ["BlobTracker", "high_frequency_power", "motion_truth_metrics", "summarise_truth", "temporal_spectrum"]
 
 # A half-pixel grid puts the start of the refinement within 0.25 px (0.17 sigma) of the
 # optimum, inside its single basin.
@@ -145,6 +145,20 @@ def temporal_spectrum(videos: torch.Tensor) -> torch.Tensor:
     return power.transpose(0, 1).reshape(power.shape[1], -1).mean(dim=1)
 
 
+def high_frequency_power(spectrum: torch.Tensor) -> tuple:
+    """``(power, share)`` of a :func:`temporal_spectrum` in the upper half of the temporal band.
+
+    ``power`` sums the bins ``k >= ceil(K / 2)`` of ``K = F // 2 + 1`` (for 8 frames: the periods
+    of 2 to 8/3 frames, flicker); ``share`` divides it by all non-static power (bins ``k >= 1``).
+
+    >>> high_frequency_power(torch.tensor([5.0, 1.0, 1.0, 1.0, 2.0]))  # bins 3, 4 of 1..4
+    (3.0, 0.6)
+    """
+    upper = float(spectrum[(spectrum.shape[0] + 1) // 2:].sum())
+    total = float(spectrum[1:].sum())
+    return upper, (upper / total if total > 0 else 0.0)
+
+
 def motion_truth_metrics(videos: torch.Tensor, labels: torch.Tensor, config: ToyDataConfig,
                          tracker: BlobTracker = None) -> dict:
     """Per-video ground-truth motion measurements of model-space toy videos.
@@ -188,13 +202,13 @@ def summarise_truth(per_video: dict, labels: torch.Tensor, config: ToyDataConfig
 
     Keys: ``velocity_error`` (px/frame), ``relative_velocity_error`` (mean error / mean true
     speed), ``direction_accuracy``, ``frozen_share``, ``speed_ratio`` (median), ``flicker``,
-    ``blob_amplitude``, ``flicker_hf_share`` (power in the upper half of the temporal band over
-    all non-static power) and, per speed ``s``, ``velocity_error@s`` and ``frozen_share@s``.
+    ``blob_amplitude``, ``flicker_hf_power`` and ``flicker_hf_share`` (the blob-free
+    remainder's power in the upper half of the temporal band, and its share of all non-static
+    power: :func:`high_frequency_power`) and, per speed ``s``, ``velocity_error@s`` and
+    ``frozen_share@s``.
     """
     true_speed = per_video["true_velocity"].norm(dim=1)
-    spectrum = per_video["flicker_spectrum"]
-    upper = spectrum[(spectrum.shape[0] + 1) // 2:].sum()
-    total = spectrum[1:].sum()
+    hf_power, hf_share = high_frequency_power(per_video["flicker_spectrum"])
     out = {
         "velocity_error": float(per_video["velocity_error"].mean()),
         "relative_velocity_error": float(per_video["velocity_error"].mean() / true_speed.mean()),
@@ -203,7 +217,8 @@ def summarise_truth(per_video: dict, labels: torch.Tensor, config: ToyDataConfig
         "speed_ratio": float(per_video["speed_ratio"].median()),
         "flicker": float(per_video["flicker"].mean()),
         "blob_amplitude": float(per_video["blob_amplitude"].mean()),
-        "flicker_hf_share": float(upper / total) if float(total) > 0 else 0.0,
+        "flicker_hf_power": hf_power,
+        "flicker_hf_share": hf_share,
     }
     speed_of = torch.tensor(config.speeds, dtype=torch.float64)[labels % len(config.speeds)]
     for s in config.speeds:

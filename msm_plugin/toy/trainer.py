@@ -26,6 +26,7 @@ from msm_plugin.toy.data import ToyDataConfig, make_videos, sample_labels
 from msm_plugin.toy.dmd import ToyDMD
 from msm_plugin.toy.residual import ResidualScore, build_residual
 from msm_plugin.toy.teacher import ClassTextEncoder, NetConfig
+from msm_plugin.toy.tracking import temporal_spectrum
 
 __all__ = ["DEFAULT_TRAINER_CONFIG", "ToyTrainer", "make_trainer_config"]
 
@@ -78,7 +79,7 @@ class ToyTrainer:
     """
 
     def __init__(self, config, teacher: nn.Module, text_encoder: ClassTextEncoder, data: ToyDataConfig,
-                 net: NetConfig = NetConfig()):
+                 net: NetConfig = NetConfig(), framewise_critic: bool = False):
         from accelerate import Accelerator
 
         unknown = sorted(set(config.keys()) - set(DEFAULT_TRAINER_CONFIG))
@@ -115,7 +116,7 @@ class ToyTrainer:
         # The residuals' hidden layers are drawn from the run's seed (their outputs start at zero).
         with self._own_rng():
             generator = ResidualScore(teacher, build_residual(data, net)).to(device).train()
-            fake_score = ResidualScore(teacher, build_residual(data, net)).to(device).train()
+            fake_score = ResidualScore(teacher, build_residual(data, net), framewise=framewise_critic).to(device).train()
         real_score = teacher
         gen_params, critic_params = list(generator.parameters()), list(fake_score.parameters())
         lr_gen, lr_critic = float(config.lr), float(config.lr_critic)
@@ -131,6 +132,8 @@ class ToyTrainer:
         # prompts whatever the losses consume from the global RNG.
         self._prompt_rng = torch.Generator().manual_seed(int(config.seed) + 1)
         self._prompt_digest = hashlib.sha256()
+        # Temporal spectrum of pred_fake - pred_real on each generator step (what MSM high-passes).
+        self.critic_error_spectra = []
 
     @contextlib.contextmanager
     def _own_rng(self):
@@ -191,6 +194,9 @@ class ToyTrainer:
             self.generator_optimizer.step()
             logs["generator_loss"] = float(loss.detach())
             logs["generator_grad_norm"] = float(grad_norm)
+            fake, real = log_dict.get("dmdtrain_pred_fake_image"), log_dict.get("dmdtrain_pred_real_image")
+            if fake is not None and real is not None:
+                self.critic_error_spectra.append(temporal_spectrum(fake.detach() - real.detach()))
             for key, value in log_dict.items():
                 if isinstance(value, torch.Tensor) and value.numel() == 1:
                     logs[key] = float(value)
