@@ -126,6 +126,10 @@ def test_cli_options_reach_the_config():
     assert cfg.arms == (Arm("dmd"), Arm("dmd+msm", lam=4.0, options=(("normalization", "dmd"),)))
     pareto = config_from_args(build_parser().parse_args(["--pareto"]))
     assert len(pareto.arms) == 9 and pareto.iters == ExperimentConfig().iters
+    options = config_from_args(build_parser().parse_args(["--options", "--lam", "0.5", "--framewise-critic"]))
+    assert options.framewise_critic and not pareto.framewise_critic
+    assert [a.lam for a in options.arms] == [0.0] + [0.5] * 4
+    assert dict(options.arms[2].options)["smoothing"] == "binomial" and dict(options.arms[4].options)["t_min"] == 0.5
 
 
 def _one_line_exit_2(capsys, argv, match):
@@ -140,6 +144,7 @@ def test_cli_errors_exit_2_with_one_line(capsys):
     _one_line_exit_2(capsys, ["--quick", "--threads", "0"], "msm-demo: error: --threads should be >= 1, got 0")
     _one_line_exit_2(capsys, ["--quick", "--iters", "0"], "msm-demo: error: `iters` should be a positive int, got 0")
     _one_line_exit_2(capsys, ["--lam", "0"], r"msm-demo: error: --lam should be > 0 \(lam 0 is the DMD arm\), got 0")
+    _one_line_exit_2(capsys, ["--pareto", "--options"], "msm-demo: error: --pareto and --options are two different sweeps: choose one")
 
 
 def test_unwritable_out_fails_before_any_work(capsys, tmp_path):

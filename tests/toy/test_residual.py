@@ -44,3 +44,35 @@ def test_input_errors(tiny_exact):
         score(x, encoder(torch.tensor([0])), torch.zeros(1))
     with pytest.raises(ValueError, match="needs one timestep per sample"):
         score(x, encoder(torch.tensor([0])), torch.tensor([[0.0, 1.0, 2.0, 3.0]]))
+
+
+class _Zero(torch.nn.Module):
+    """A teacher that predicts 0, so the score's output is its residual alone (exactly)."""
+
+    def forward(self, noisy_image_or_video, conditional_dict, timestep):
+        return torch.zeros_like(noisy_image_or_video)
+
+
+def _perturbed_frames(score, encoder, frame=2):
+    """Which output frames move when only input ``frame`` changes."""
+    torch.manual_seed(1)
+    torch.nn.init.normal_(score.residual.proj_out.weight, std=0.1)  # a residual that is not zero
+    x = torch.randn(1, *TINY_DATA.video_shape)
+    t = torch.full((1, TINY_DATA.num_frames), 400.0)
+    cond = encoder(torch.tensor([1]))
+    y = x.clone()
+    y[:, frame] += 0.5
+    with torch.no_grad():
+        change = score(y, cond, t) - score(x, cond, t)
+    return [f for f in range(TINY_DATA.num_frames) if float(change[:, f].abs().max()) > 0]
+
+
+def test_framewise_residual_has_no_temporal_structure(tiny_exact):
+    _, encoder = tiny_exact
+    torch.manual_seed(0)
+    joint = ResidualScore(_Zero(), build_residual(TINY_DATA, TINY_NET))
+    torch.manual_seed(0)
+    framewise = ResidualScore(_Zero(), build_residual(TINY_DATA, TINY_NET), framewise=True)
+    # Frame-wise, a change of frame 2 reaches frame 2 only; jointly (attention over frames), all frames.
+    assert _perturbed_frames(framewise, encoder) == [2]
+    assert _perturbed_frames(joint, encoder) == list(range(TINY_DATA.num_frames))

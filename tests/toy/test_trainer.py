@@ -27,6 +27,18 @@ def test_update_schedule_and_logs(tiny_exact):
     assert trainer.config.dfake_gen_update_ratio == trainer.dfake_gen_update_ratio == 2
 
 
+def test_critic_error_spectrum_on_every_generator_step(tiny_exact):
+    trainer = _trainer(tiny_exact, real_guidance_scale=0.0)  # no CFG: pred_real is the teacher's conditional x0
+    for _ in range(5):
+        trainer.train_one_step()
+    spectra = trainer.critic_error_spectra
+    assert len(spectra) == 3 and spectra[0].shape == (TINY_DATA.num_frames // 2 + 1,)
+    # The critic starts as the teacher (zero-initialised residual): on the first generator step
+    # pred_fake - pred_real is exactly 0; once the critic has trained, it is not.
+    assert torch.equal(spectra[0], torch.zeros_like(spectra[0]))
+    assert float(spectra[-1].sum()) > 0
+
+
 def test_same_seed_same_training(tiny_exact):
     a, b = _trainer(tiny_exact, seed=3), _trainer(tiny_exact, seed=3)
     assert [a.train_one_step() for _ in range(3)] == [b.train_one_step() for _ in range(3)]
