@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from msm_plugin.toy.data import ToyDataConfig
-from msm_plugin.toy.teacher import NetConfig, build_score_model
+from msm_plugin.toy.teacher import NetConfig, build_score_model, check_video_and_timestep
 
 __all__ = ["COORDINATE_CHANNELS", "ResidualScore", "build_residual", "coordinate_channels"]
 
@@ -86,13 +86,7 @@ class ResidualScore(nn.Module):
         return self.base.get_scheduler()
 
     def forward(self, noisy_image_or_video: torch.Tensor, conditional_dict: dict, timestep: torch.Tensor) -> torch.Tensor:
-        if noisy_image_or_video.ndim != 5 or timestep.shape != noisy_image_or_video.shape[:2]:
-            raise ValueError(
-                "expected noisy_image_or_video [B, F, C, H, W] and timestep [B, F], got "
-                f"{tuple(noisy_image_or_video.shape)} and {tuple(timestep.shape)}"
-            )
-        if not bool((timestep == timestep[:, :1]).all()):
-            raise ValueError("the bidirectional toy model needs one timestep per sample (equal over frames)")
+        check_video_and_timestep(noisy_image_or_video, timestep)
         with torch.no_grad():
             base = self.base(noisy_image_or_video, conditional_dict, timestep)
         frames = noisy_image_or_video.shape[1]

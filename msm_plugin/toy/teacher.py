@@ -35,8 +35,10 @@ __all__ = [
     "NetConfig",
     "ToyDiffusionWrapper",
     "build_score_model",
+    "check_video_and_timestep",
     "sample_with_cfg",
 ]
+
 
 class FlowMatchScheduler:
     """Rectified-flow noise schedule on integer-like timesteps ``t`` in ``[0, num_train_timestep]``.
@@ -174,6 +176,17 @@ def build_score_model(data: ToyDataConfig, config: NetConfig, in_channels: int =
     )
 
 
+def check_video_and_timestep(noisy_image_or_video: torch.Tensor, timestep: torch.Tensor) -> None:
+    """What the toy's bidirectional Wan scores accept: ``[B, F, C, H, W]`` and one timestep per sample ``[B, F]``."""
+    if noisy_image_or_video.ndim != 5 or timestep.shape != noisy_image_or_video.shape[:2]:
+        raise ValueError(
+            "expected noisy_image_or_video [B, F, C, H, W] and timestep [B, F], got "
+            f"{tuple(noisy_image_or_video.shape)} and {tuple(timestep.shape)}"
+        )
+    if not bool((timestep == timestep[:, :1]).all()):
+        raise ValueError("the bidirectional toy model needs one timestep per sample (equal over frames)")
+
+
 class ToyDiffusionWrapper(nn.Module):
     """CausVid-style diffusion wrapper: ``forward(noisy_image_or_video, conditional_dict, timestep) -> x_0``.
 
@@ -195,13 +208,7 @@ class ToyDiffusionWrapper(nn.Module):
 
     def flow(self, noisy_image_or_video: torch.Tensor, conditional_dict: dict, timestep: torch.Tensor) -> torch.Tensor:
         """The predicted velocity ``v``, ``[B, F, C, H, W]``."""
-        if noisy_image_or_video.ndim != 5 or timestep.shape != noisy_image_or_video.shape[:2]:
-            raise ValueError(
-                "expected noisy_image_or_video [B, F, C, H, W] and timestep [B, F], got "
-                f"{tuple(noisy_image_or_video.shape)} and {tuple(timestep.shape)}"
-            )
-        if not bool((timestep == timestep[:, :1]).all()):
-            raise ValueError("the bidirectional toy model needs one timestep per sample (equal over frames)")
+        check_video_and_timestep(noisy_image_or_video, timestep)
         hidden = rearrange(noisy_image_or_video, "b f c h w -> b c f h w")
         out = self.model(
             hidden_states=hidden,
