@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import sys
 import warnings
 from abc import abstractmethod
 from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
@@ -28,7 +29,7 @@ from msm_plugin.adapters.hooks import patch_method, unpatch_method
 from msm_plugin.hosts.base import ExtraLosses, Host
 from msm_plugin.registry import ExtraLoss
 
-__all__ = ["FrameworkHost", "build_subclass", "extra_of", "set_extra"]
+__all__ = ["FrameworkHost", "build_subclass", "extra_of", "set_extra", "subclass_getattr"]
 
 #: The instance attribute holding the installed :class:`ExtraLosses`.
 _STATE_ATTR = "_msm_plugin_extra"
@@ -90,12 +91,26 @@ def build_subclass(name: str, module: str, target: str, hooks: Mapping[str, Hook
     return cls
 
 
+def subclass_getattr(module: str, subclasses: Mapping[str, str], methods: Mapping[str, Hook], install_hint: str) -> Callable[[str], type]:
+    """A host module's ``__getattr__``: builds each of ``subclasses`` (:func:`build_subclass`) on
+    first access and keeps it in the module, so later lookups (the framework resolving a dotted
+    path, pickling) find it directly."""
+
+    def __getattr__(name: str) -> type:
+        if name not in subclasses:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        cls = build_subclass(name, module, subclasses[name], methods, install_hint)
+        setattr(sys.modules[module], name, cls)
+        return cls
+
+    return __getattr__
+
+
 class FrameworkHost(Host):
     """Base of the hosts whose method class a config selects (see the module docstring).
 
     Subclasses set ``required`` (attributes that identify the framework's object), ``hooks``
-    (without ``__init__``: an existing instance is already built), :meth:`config_of` and
-    :meth:`prepare` (a host-specific view of the losses, identity by default).
+    (without ``__init__``: an existing instance is already built) and :meth:`config_of`.
     """
 
     required: ClassVar[Tuple[str, ...]] = ()
@@ -106,6 +121,12 @@ class FrameworkHost(Host):
     @abstractmethod
     def config_of(self, obj: Any) -> Any:
         """The mapping holding ``extra_losses`` and the per-loss sections for ``obj``."""
+
+    def build_losses(self, section: Mapping[str, Any]) -> Sequence[ExtraLoss]:
+        """The extra losses a constructor's ``extra_losses`` and per-loss sections ask for, validated."""
+        from msm_plugin.config import build_extra_losses
+
+        return build_extra_losses(section, host=self)
 
     def extras(self, losses: Sequence[ExtraLoss]) -> Optional[ExtraLosses]:
         """The :class:`ExtraLosses` a constructor installs for ``losses`` (None for none)."""

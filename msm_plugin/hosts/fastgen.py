@@ -33,9 +33,9 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from msm_plugin.hosts._framework import FrameworkHost, build_subclass, extra_of, set_extra
+from msm_plugin.hosts._framework import FrameworkHost, extra_of, set_extra, subclass_getattr
 from msm_plugin.hosts.base import recorded_calls
-from msm_plugin.registry import ExtraLoss, LossContext
+from msm_plugin.registry import LossContext
 
 __all__ = ["FastGenHost", "MSMCausVidModel", "MSMDMD2Model", "MSMSelfForcingModel"]
 
@@ -150,16 +150,6 @@ class FastGenHost(FrameworkHost):
     def config_of(self, obj: Any) -> Dict[str, Any]:
         return dict(vars(obj).get(OPTIONS_ATTR, {}))
 
-    def build_losses(self, options: Dict[str, Any]) -> List[ExtraLoss]:
-        from msm_plugin.config import build_extra_losses
 
-        return build_extra_losses(options, host=self)
-
-
-def __getattr__(name: str) -> type:
-    """Build ``MSMDMD2Model`` / ``MSMCausVidModel`` / ``MSMSelfForcingModel`` from the installed FastGen on first access."""
-    if name not in SUBCLASSES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    cls = build_subclass(name, __name__, SUBCLASSES[name], {"__init__": _init, **FastGenHost.hooks}, INSTALL_HINT)
-    globals()[name] = cls  # later lookups (LazyCall, pickling) find it directly
-    return cls
+# The subclasses, built from the installed framework on first access (never on import).
+__getattr__ = subclass_getattr(__name__, SUBCLASSES, {"__init__": _init, **FastGenHost.hooks}, INSTALL_HINT)

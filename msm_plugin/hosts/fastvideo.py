@@ -36,9 +36,9 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import Tensor
 
-from msm_plugin.hosts._framework import FrameworkHost, build_subclass, extra_of, set_extra
+from msm_plugin.hosts._framework import FrameworkHost, extra_of, set_extra, subclass_getattr
 from msm_plugin.hosts.base import Call, recorded_calls
-from msm_plugin.registry import ExtraLoss, LossContext
+from msm_plugin.registry import LossContext
 
 __all__ = ["FastVideoHost", "MSMDMD2Method", "MSMSelfForcingMethod"]
 
@@ -162,16 +162,6 @@ class FastVideoHost(FrameworkHost):
     def config_of(self, obj: Any) -> Any:
         return obj.method_config
 
-    def build_losses(self, method_config: Dict[str, Any]) -> List[ExtraLoss]:
-        from msm_plugin.config import build_extra_losses
 
-        return build_extra_losses(method_config, host=self)
-
-
-def __getattr__(name: str) -> type:
-    """Build ``MSMDMD2Method`` / ``MSMSelfForcingMethod`` from the installed FastVideo on first access."""
-    if name not in SUBCLASSES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    cls = build_subclass(name, __name__, SUBCLASSES[name], {"__init__": _init, **FastVideoHost.hooks}, INSTALL_HINT)
-    globals()[name] = cls  # later lookups (FastVideo's resolve_target, pickling) find it directly
-    return cls
+# The subclasses, built from the installed framework on first access (never on import).
+__getattr__ = subclass_getattr(__name__, SUBCLASSES, {"__init__": _init, **FastVideoHost.hooks}, INSTALL_HINT)
