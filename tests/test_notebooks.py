@@ -56,11 +56,13 @@ EXPECTED = {
     "03_dmd_vs_msm.ipynb": [
         r"wrote \d+ files to ",
         r"exit code 0",
+        r"\*\*Smoke run, not evidence\*\*",
         r"## Ground-truth motion",
         r"\| dmd \| 2 \| \d",
         r"\| dmd\+msm \| 2 \| \d",
         r"\| dmd \| 0 \| \d+ \| `[0-9a-f]{16}` \|",
         r"motion_over_training\.png",
+        r"motion_over_time\.png",
         r"seed0\.gif and seed0\.mp4",
     ],
 }
@@ -68,7 +70,7 @@ EXPECTED = {
 MIN_IMAGES = {
     "01_quickstart.ipynb": {},
     "02_motion_score_explained.ipynb": {"image/png": 4},
-    "03_dmd_vs_msm.ipynb": {"image/png": 2, "image/gif": 1},
+    "03_dmd_vs_msm.ipynb": {"image/png": 3, "image/gif": 1},
 }
 
 

@@ -1,14 +1,17 @@
-"""Synthetic videos for the toy distillation: a static textured background and a subtle moving blob.
+"""Synthetic videos for the toy distillation: a static textured background and a moving blob, on a torus.
 
 Each video ``x`` has shape ``[F, C, H, W]`` and is ``background + colour * blob_f``, where the
-background is smooth random noise (a ``g x g`` grid of Gaussian values upsampled bilinearly to
-``H x W``) that never moves, and ``blob_f`` is a Gaussian bump whose centre moves by
-``speed`` pixels per frame along one of four directions. The condition ("prompt") is the
-pair (direction, speed), encoded as one class index
+background is a smooth random texture (a ``g x g`` grid of Gaussian values upsampled
+bilinearly, periodically, to ``H x W``) that never moves, and ``blob_f`` is a Gaussian bump whose
+centre moves by ``speed`` pixels per frame along one of four directions. Frames wrap around
+(a torus: what leaves on the right comes back on the left), so the start position is uniform
+over the whole frame and the average of a condition's videos is nearly static: a student that
+starts at that average has to create both the object and its motion. The condition ("prompt")
+is the pair (direction, speed), encoded as one class index
 ``label = direction_index * len(speeds) + speed_index``.
 
 The point is the regime of the paper's eq. 7: the mean absolute frame difference
-``mean |x[f+1] - x[f]|`` is far below the mean absolute value ``mean |x|`` (about 27x at the
+``mean |x[f+1] - x[f]|`` is far below the mean absolute value ``mean |x|`` (about 40x at the
 defaults), so a distribution-matching loss on whole frames barely sees the motion.
 
 The demo's data set is a fixed finite draw (:func:`make_dataset`, ``videos_per_condition``
@@ -35,6 +38,8 @@ __all__ = [
     "condition_names",
     "make_dataset",
     "make_videos",
+    "periodic_blob",
+    "wrap_offset",
     "sample_labels",
     "to_unit_range",
     "true_velocities",
@@ -59,10 +64,11 @@ class ToyDataConfig:
         directions: names from :data:`DIRECTIONS`, one axis of the condition.
         speeds: blob speeds in pixels per frame, the other axis of the condition.
         blob_sigma: standard deviation of the Gaussian blob in pixels.
-        blob_amplitude: scale of the blob's random colour.
+        blob_amplitude: norm of the blob's colour (a random direction in colour space), its
+            strength.
         background_grid: side ``g`` of the noise grid upsampled into the background (smaller =
-            smoother).
-        background_amplitude: standard deviation of the background grid values.
+            smoother); it divides ``size``.
+        background_amplitude: standard deviation of the background grid values (its contrast).
         videos_per_condition: size of the finite data set per condition (:func:`make_dataset`).
         dataset_seed: seed of that data set's draw.
 
@@ -76,7 +82,7 @@ class ToyDataConfig:
     directions: tuple = ("right", "left", "down", "up")
     speeds: tuple = (0.5, 1.0)
     blob_sigma: float = 1.5
-    blob_amplitude: float = 0.6
+    blob_amplitude: float = 1.0
     background_grid: int = 4
     background_amplitude: float = 0.5
     videos_per_condition: int = 64
@@ -94,9 +100,9 @@ class ToyDataConfig:
                 "expected videos_per_condition >= 1 and dataset_seed >= 0, got "
                 f"{self.videos_per_condition} and {self.dataset_seed}"
             )
-        if self.size < 4 or self.channels < 1 or self.background_grid < 1:
+        if self.size < 4 or self.channels < 1 or self.background_grid < 1 or self.size % self.background_grid:
             raise ValueError(
-                "expected size >= 4, channels >= 1 and background_grid >= 1, got "
+                "expected size >= 4, channels >= 1 and a background_grid >= 1 that divides size, got "
                 f"size={self.size}, channels={self.channels}, background_grid={self.background_grid}"
             )
         unknown = [d for d in self.directions if d not in DIRECTIONS]
@@ -149,9 +155,9 @@ def sample_labels(n: int, config: ToyDataConfig, generator: torch.Generator = No
 def make_videos(labels: torch.Tensor, config: ToyDataConfig, generator: torch.Generator = None) -> torch.Tensor:
     """Draw one synthetic video per label.
 
-    ``x[f] = bg + a * blob(p0 + f * speed * d)``, with ``bg`` a smooth static texture, ``a`` a
-    random colour of scale ``blob_amplitude``, ``p0`` a random start near the centre, ``d`` the
-    label's unit direction and ``blob(p) = exp(-|q - p|^2 / (2 sigma^2))`` over pixel centres q.
+    ``x[f] = bg + c * blob(p0 + f * speed * d)``, with ``bg`` a smooth static periodic texture,
+    ``c`` a random colour of norm ``blob_amplitude``, ``p0`` uniform over the frame, ``d`` the
+    label's unit direction and ``blob`` the periodic Gaussian of :func:`periodic_blob`.
 
     Args:
         labels: class indices, shape ``[B]``, values in ``[0, config.num_conditions)``.
@@ -174,23 +180,34 @@ def make_videos(labels: torch.Tensor, config: ToyDataConfig, generator: torch.Ge
     grid = torch.randn(b, c, config.background_grid, config.background_grid, generator=generator)
     background = _upsample(grid * config.background_amplitude, s)
 
-    colour = torch.randn(b, c, generator=generator) * config.blob_amplitude
-    # Start near the centre, leaving room for the whole path inside the frame.
-    travel = max(config.speeds) * (f - 1)
-    half_room = max(s / 2 - travel / 2 - 2 * config.blob_sigma, 0.0)
-    start = (s - 1) / 2 + (torch.rand(b, 2, generator=generator) * 2 - 1) * half_room
-
+    colour = torch.randn(b, c, generator=generator)
+    colour = colour / colour.norm(dim=1, keepdim=True) * config.blob_amplitude
+    start = torch.rand(b, 2, generator=generator) * s
     velocity = true_velocities(labels, config)  # [B, 2] as (dy, dx)
-    # Centre the path on the start point so both directions of an axis cover the same area.
-    steps = torch.arange(f, dtype=torch.float32) - (f - 1) / 2
-    centres = start[:, None, :] + steps[None, :, None] * velocity[:, None, :]  # [B, F, 2]
-
-    coords = torch.arange(s, dtype=torch.float32)
-    dy = coords[None, None, :, None] - centres[..., 0, None, None]  # [B, F, H, 1]
-    dx = coords[None, None, None, :] - centres[..., 1, None, None]  # [B, F, 1, W]
-    blob = torch.exp(-(dy**2 + dx**2) / (2 * config.blob_sigma**2))  # [B, F, H, W]
+    centres = start[:, None, :] + torch.arange(f, dtype=torch.float32)[None, :, None] * velocity[:, None, :]
+    blob = periodic_blob(centres, s, config.blob_sigma)  # [B, F, H, W]
     video = background[:, None] + colour[:, None, :, None, None] * blob[:, :, None]
     return video.contiguous()
+
+
+def periodic_blob(centres: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """Gaussians of width ``sigma`` on a ``size x size`` torus at ``centres [..., 2]`` (row, col): ``[..., H, W]``.
+
+    The distance to the centre is taken the short way round, in ``[-size/2, size/2)`` per axis.
+
+    >>> b = periodic_blob(torch.tensor([[0.0, 0.0]]), 8, 1.0)[0]
+    >>> float(b[0, 0]), bool(torch.isclose(b[0, 1], b[0, 7])), bool(torch.isclose(b[1, 0], b[7, 0]))
+    (1.0, True, True)
+    """
+    coords = torch.arange(size, dtype=centres.dtype, device=centres.device)
+    dy = wrap_offset(coords[:, None] - centres[..., 0, None, None], size)  # [..., H, 1]
+    dx = wrap_offset(coords[None, :] - centres[..., 1, None, None], size)  # [..., 1, W]
+    return torch.exp(-(dy**2 + dx**2) / (2 * sigma**2))
+
+
+def wrap_offset(delta: torch.Tensor, size: int) -> torch.Tensor:
+    """``delta`` taken the short way round a circle of circumference ``size``: ``[-size/2, size/2)``."""
+    return torch.remainder(delta + size / 2, size) - size / 2
 
 
 def _check_labels(labels, config: ToyDataConfig) -> None:
@@ -205,8 +222,15 @@ def _check_labels(labels, config: ToyDataConfig) -> None:
 
 
 def _upsample(grid: torch.Tensor, size: int) -> torch.Tensor:
-    """The background rule: a ``g x g`` grid upsampled bilinearly to ``size x size``."""
-    return F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
+    """The background rule: a ``g x g`` grid of values at every ``size / g``-th pixel, bilinear and periodic.
+
+    Grid value ``(i, j)`` sits at pixel ``(i s / g, j s / g)``; between grid points the
+    background is interpolated bilinearly, the last grid row and column blending into the first.
+    """
+    closed = torch.cat([grid, grid[..., :1, :]], dim=-2)
+    closed = torch.cat([closed, closed[..., :, :1]], dim=-1)  # [.., g + 1, g + 1]: the torus closed up
+    full = F.interpolate(closed, size=(size + 1, size + 1), mode="bilinear", align_corners=True)
+    return full[..., :size, :size].contiguous()
 
 
 def true_velocities(labels: torch.Tensor, config: ToyDataConfig) -> torch.Tensor:

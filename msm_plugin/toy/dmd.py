@@ -146,10 +146,13 @@ class ToyDMD(nn.Module):
         real_cond = self.real_score(
             noisy_image_or_video=noisy_image_or_video, conditional_dict=conditional_dict, timestep=timestep
         )
-        real_uncond = self.real_score(
-            noisy_image_or_video=noisy_image_or_video, conditional_dict=unconditional_dict, timestep=timestep
-        )
-        pred_real = real_cond + self.real_guidance_scale * (real_cond - real_uncond)
+        if self.real_guidance_scale == 0:
+            pred_real = real_cond  # what CFG gives at scale 0, without the unconditional call
+        else:
+            real_uncond = self.real_score(
+                noisy_image_or_video=noisy_image_or_video, conditional_dict=unconditional_dict, timestep=timestep
+            )
+            pred_real = real_cond + self.real_guidance_scale * (real_cond - real_uncond)
         grad = pred_fake - pred_real
         if normalization:
             normalizer = (estimated_clean_image_or_video - pred_real).abs().mean(dim=(1, 2, 3, 4), keepdim=True)

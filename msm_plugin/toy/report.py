@@ -2,15 +2,17 @@
 
 Layout under the output folder::
 
-    results.json                 config, data, teacher, every run (with checkpoints), per-arm mean/std
-    results.md                   ground-truth motion first, then flow/smoothness, then appearance;
-                                 per-seed values; motion over training; the issue's goals, met or not
-    videos/seed<S>.gif|.mp4      labelled grid: data | teacher | one column per arm, a few conditions
+    results.json                 config, versions, data / teacher / untrained student, every run
+                                 (with checkpoints), per-arm mean/std, student checks, paired verdicts
+    results.md                   first line: does the DMD student pass its checks; then the checks,
+                                 the paired verdicts of every arm against DMD, ground-truth motion,
+                                 temporal roughness, appearance, training curves, per seed, setup
+    videos/seed<S>.gif|.mp4      labelled grid: data | teacher | one column per arm, four conditions
     tensors/<arm>.pt             every arm's evaluation samples in [0, 1], [S*N, F, C, H, W] float32
                                  (lossless; ``msm-eval tensors/dmd+msm.pt --reference tensors/data.pt``)
-    plots/motion_over_training.png   velocity error and frozen share per checkpoint, bands = ±1 std
-    plots/motion_over_time.png       per-frame-pair motion magnitude of each arm
-    plots/pareto.png             velocity error vs appearance FD per arm (when more than two arms ran)
+    plots/motion_over_training.png   velocity error, speed, frozen share, blob strength per checkpoint
+    plots/motion_over_time.png       tracked blob speed / true speed per frame pair
+    plots/remainder_spectrum.png     temporal spectrum of what is left once the blob is removed
 """
 
 from __future__ import annotations
@@ -24,39 +26,46 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from msm_plugin.toy.checks import CHECKS
 from msm_plugin.toy.data import to_unit_range
-from msm_plugin.toy.experiment import ARM_DMD, ARM_MSM
+from msm_plugin.toy.experiment import ARM_DMD
 
-__all__ = ["TRUTH_COLUMNS", "format_mean_std", "goals", "labelled_grid", "markdown_report", "tensor_name", "write_report"]
+__all__ = [
+    "REPORT_KIND_KEY",
+    "SMOKE_LABEL",
+    "format_mean_std",
+    "headline",
+    "jsonable",
+    "labelled_grid",
+    "markdown_report",
+    "tensor_name",
+    "write_report",
+]
+
+#: The results.json key naming which msm-demo mode wrote a folder (see the CLI's overwrite rule).
+REPORT_KIND_KEY = "msm_demo_kind"
+SMOKE_LABEL = "Smoke run, not evidence"
 
 # (part, key, title); the ground-truth block leads.
 TRUTH_COLUMNS = [
-    ("truth", "velocity_error", "velocity error px/f ↓"),
-    ("truth", "velocity_error@0.5", "… at 0.5 px/f ↓"),
-    ("truth", "direction_accuracy", "direction ok ↑"),
+    ("truth", "tracked_share", "blob tracked ↑"),
+    ("truth", "relative_velocity_error", "velocity error / true speed ↓"),
+    ("truth", "speed_ratio", "speed / true (1)"),
     ("truth", "frozen_share", "frozen ↓"),
-    ("truth", "speed_ratio", "speed / true"),
-    ("truth", "blob_amplitude", "blob amplitude"),
-    ("truth", "flicker", "flicker RMS ↓"),
+    ("truth", "direction_accuracy", "direction right ↑"),
+    ("truth", "blob_strength", "blob strength / data's (1)"),
 ]
-FLOW_COLUMNS = [
-    ("metrics", "smoothness_error", "smoothness err"),
-    ("metrics", "motion_energy", "motion energy"),
-    ("metrics", "flow_magnitude", "flow px/f"),
-    ("metrics", "flow_w1", "flow W1 → data ↓"),
-    ("metrics", "motion_fd", "motion FD → data ↓"),
-]
-# Issue 13's mechanism: flicker lives in the upper half of the temporal band (periods of 2-3 frames).
-MECHANISM_COLUMNS = [
-    ("truth", "flicker_hf_power", "student: flicker HF power ↓"),
-    ("truth", "flicker_hf_share", "student: HF share of flicker"),
-    ("training", "critic_error_hf_power", "training: (pred_fake − pred_real) HF power"),
-    ("training", "critic_error_hf_share", "training: its HF share"),
+ROUGHNESS_COLUMNS = [
+    ("truth", "flicker", "blob-free temporal change RMS ↓"),
+    ("truth", "flicker_hf_power", "its HF power ↓"),
+    ("truth", "flicker_hf_share", "HF share"),
+    ("metrics", "smoothness_error", "motion-compensated smoothness error (≈ data's)"),
 ]
 APPEARANCE_COLUMNS = [
+    ("metrics", "nearest_frame_rms", "nearest-data frame RMS ↓"),
+    ("metrics", "nearest_video_rms", "nearest-data video RMS ↓"),
     ("metrics", "appearance_fd", "appearance FD → data ↓"),
-    ("metrics", "nn_rms", "RMS to nearest data video ↓"),
-    ("metrics", "appearance_energy", "appearance energy"),
+    ("metrics", "motion_fd", "motion FD → data ↓"),
 ]
 _UPSCALE = 6
 _HEADER = 18
@@ -84,121 +93,203 @@ def _plain(value) -> str:
 def tensor_name(arm: str) -> str:
     """A file-safe name for an arm.
 
-    >>> tensor_name("msm lam=0.5 dmd"), tensor_name("dmd+msm")
-    ('msm_lam0.5_dmd', 'dmd+msm')
+    >>> tensor_name("msm lam=0.5"), tensor_name("dmd+msm")
+    ('msm_lam0.5', 'dmd+msm')
     """
     return re.sub(r"[^A-Za-z0-9+._-]", "", arm.replace(" ", "_"))
 
 
-def _table(result: dict, columns: list) -> list:
+def headline(result: dict) -> list:
+    """The first lines of ``results.md``: a smoke-run label, or whether the DMD student passed its checks.
+
+    >>> headline({"smoke": True, "config": {"steps": 10, "seeds": [0, 1]}})[0]
+    '**Smoke run, not evidence**: 10 generator steps, 2 seeds. Nothing here is judged: no check and no verdict is applied.'
+    """
+    cfg = result["config"]
+    if result.get("smoke"):
+        return [f"**{SMOKE_LABEL}**: {cfg['steps']} generator steps, {len(cfg['seeds'])} seeds. "
+                "Nothing here is judged: no check and no verdict is applied."]
+    checks = result.get("checks")
+    if checks is None:
+        return ["**No DMD arm ran**, so the student checks could not be applied: no conclusion is drawn."]
+    seeds = len(checks["seeds"])
+    if checks["passed"]:
+        return [f"**The DMD student passes every check on {seeds} of {seeds} seeds** (blob tracked, direction, "
+                "frozen share, blob strength, frames close to data frames): it has learnt the data, so the "
+                "comparisons below are about a working student."]
+    failed = ", ".join(f"seed {s}: {k} {checks['seeds'][s][k]['value']:.3g}" for s, k in checks["failed"])
+    return [f"**The DMD student FAILS its checks ({failed})**: it has not learnt the data, so this run draws "
+            "no conclusion about MSM or any other loss."]
+
+
+def _table(result: dict, columns: list, references=("data", "teacher", "initial")) -> list:
+    names = {"data": "data (its own videos)", "teacher": "teacher (exact, sampled)", "initial": "untrained student"}
     header = ["arm", "seeds"] + [title for _, _, title in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, ref in (("data (its own videos)", result["data"]), ("teacher (exact, sampled)", result["teacher"])):
-        lines.append("| " + " | ".join([name, ""] + [_plain(ref.get(part, {}).get(key, float("nan"))) for part, key, _ in columns]) + " |")
+    for ref in references:
+        cells = [names[ref], ""] + [_plain(result[ref].get(part, {}).get(key, float("nan"))) for part, key, _ in columns]
+        lines.append("| " + " | ".join(cells) + " |")
     for arm, entry in result["summary"].items():
         cells = [arm, str(len(entry["seeds"]))] + [format_mean_std(entry[part].get(key, {})) for part, key, _ in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def _per_seed(result: dict) -> list:
-    keys = [("truth", "velocity_error"), ("truth", "frozen_share"), ("truth", "direction_accuracy"),
-            ("truth", "flicker"), ("metrics", "smoothness_error"), ("metrics", "appearance_fd")]
-    lines = ["| arm | seed | " + " | ".join(k for _, k in keys) + " | prompt digest |",
-             "|" + "---|" * (len(keys) + 3)]
-    for run in result["runs"]:
-        cells = [run["arm"], str(run["seed"])] + [_plain(run[p][k]) for p, k in keys] + [f"`{run['prompt_digest']}`"]
-        lines.append("| " + " | ".join(cells) + " |")
+def _checks_table(result: dict) -> list:
+    checks = result["checks"]
+    seeds = sorted(checks["seeds"])
+    lines = ["| check | passes when | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|" + "---|" * (len(seeds) + 2)]
+    for key, comparison, threshold, meaning in CHECKS:
+        cells = []
+        for s in seeds:
+            entry = checks["seeds"][s][key]
+            cells.append(f"{entry['value']:.3g} {'ok' if entry['ok'] else '**FAIL**'}")
+        lines.append(f"| {meaning} | {comparison} {threshold:g} | " + " | ".join(cells) + " |")
+    dmd = [r["metrics"]["nearest_frame_rms"] for r in result["runs"] if r["arm"] == ARM_DMD]
+    lines += ["", f"Nearest-data frame RMS: data 0, teacher {checks['teacher_frame_rms']:.3g}, untrained student "
+                  f"{checks['initial_frame_rms']:.3g}, DMD student {', '.join(f'{v:.3g}' for v in dmd)} (per seed)."]
+    return lines
+
+
+def _verdict_matrix(result: dict) -> list:
+    """One row per metric, one column per arm: mean difference to DMD [seed range] and the verdict."""
+    comparisons = result["comparisons"]
+    arms = list(comparisons)
+    keys = list(dict.fromkeys(k for entries in comparisons.values() for k in entries))
+    short = {"better on every seed": "**better**", "worse on every seed": "**worse**", "unresolved": "unresolved"}
+    lines = ["| metric (arm − DMD) | " + " | ".join(arms) + " |", "|" + "---|" * (len(arms) + 1)]
+    for key in keys:
+        title = next(comparisons[a][key]["title"] for a in arms if key in comparisons[a])
+        cells = []
+        for arm in arms:
+            e = comparisons[arm].get(key)
+            cells.append("n/a" if e is None else f"{e['mean']:+.3g} [{e['min']:+.2g}, {e['max']:+.2g}] {short[e['verdict']]}")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _comparison_tables(result: dict) -> list:
+    lines = []
+    base = {r["seed"]: r for r in result["runs"] if r["arm"] == ARM_DMD}
+    for arm, entries in result.get("comparisons", {}).items():
+        runs = {r["seed"]: r for r in result["runs"] if r["arm"] == arm}
+        lines += [f"### {arm} against DMD", "",
+                  "| metric | DMD (per seed) | " + arm + " (per seed) | difference, mean [min, max] | verdict |",
+                  "|---|---|---|---|---|"]
+        for key, entry in entries.items():
+            part = "truth" if key in base[entry["seeds"][0]]["truth"] else "metrics"
+            b = ", ".join(_plain(base[s][part][key]) for s in entry["seeds"])
+            o = ", ".join(_plain(runs[s][part][key]) for s in entry["seeds"])
+            diff = f"{entry['mean']:+.3g} [{entry['min']:+.3g}, {entry['max']:+.3g}]"
+            lines.append(f"| {entry['title']} | {b} | {o} | {diff} | {entry['verdict']} |")
+        lines.append("")
     return lines
 
 
 def _curve(result: dict) -> list:
-    iters = result["config"]["eval_iters"]
-    lines = ["| arm | " + " | ".join(f"it {i}: vel. err / frozen" for i in iters) + " |", "|" + "---|" * (len(iters) + 1)]
+    steps = result["config"]["eval_steps"]
+    lines = ["| arm | " + " | ".join(f"step {i}" for i in steps) + " |", "|" + "---|" * (len(steps) + 1)]
     for arm, entry in result["summary"].items():
-        cells = [f"{p['truth']['velocity_error']['mean']:.3g} / {p['truth']['frozen_share']['mean']:.2f}" for p in entry["curve"]]
+        cells = []
+        for p in entry["curve"]:
+            t = p["truth"]
+            cells.append(f"{t['relative_velocity_error']['mean']:.2f} / {t['speed_ratio']['mean']:.2f} / "
+                         f"{t['frozen_share']['mean']:.2f} / {t['blob_strength']['mean']:.2f}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return lines
 
 
-def goals(result: dict) -> list:
-    """The issue's goals for DMD+MSM vs DMD (means over seeds): ``[(text, met)]``; empty without both arms."""
-    summary = result["summary"]
-    if ARM_DMD not in summary or ARM_MSM not in summary:
-        return []
-    base, msm = summary[ARM_DMD], summary[ARM_MSM]
+def _per_seed(result: dict) -> list:
+    keys = [("truth", "tracked_share"), ("truth", "relative_velocity_error"), ("truth", "speed_ratio"),
+            ("truth", "frozen_share"), ("truth", "direction_accuracy"), ("truth", "blob_strength"),
+            ("metrics", "nearest_frame_rms"), ("truth", "flicker")]
+    lines = ["| arm | seed | " + " | ".join(k for _, k in keys) + " | train CPU s | prompt digest |",
+             "|" + "---|" * (len(keys) + 4)]
+    for run in result["runs"]:
+        cells = [run["arm"], str(run["seed"])] + [_plain(run[p].get(k, float("nan"))) for p, k in keys]
+        cells += [f"{run['train_cpu_seconds']:.0f}", f"`{run['prompt_digest']}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
-    def mean(entry, part, key):
-        return entry[part][key]["mean"]
 
-    out = []
-    for key, factor in (("velocity_error", 0.5), ("frozen_share", 0.5)):
-        a, b = mean(base, "truth", key), mean(msm, "truth", key)
-        out.append((f"{key}: DMD+MSM {b:.3g} <= {factor} x DMD {a:.3g}", b <= factor * a))
-    a, b = mean(base, "metrics", "appearance_fd"), mean(msm, "metrics", "appearance_fd")
-    out.append((f"appearance FD → data: DMD+MSM {b:.3g} <= 1.1 x DMD {a:.3g}", b <= 1.1 * a))
-    return out
+def _setup(result: dict) -> list:
+    cfg = result["config"]
+    data, trainer = cfg["data"], cfg["trainer"]
+    arms = "; ".join(f"`{a['name']}`: `{json.dumps(a['losses']) if a['losses'] else '{}'}`" for a in cfg["arms"])
+    versions = ", ".join(f"{k} {v}" for k, v in result["versions"].items())
+    return [
+        f"- Data: {result['teacher']['dataset_size']} videos ({data['videos_per_condition']} per condition), "
+        f"{data['num_frames']} x {data['channels']} x {data['size']} x {data['size']} on a torus; speeds "
+        f"{data['speeds']} px/frame, blob sigma {data['blob_sigma']:g} px and strength {data['blob_amplitude']:g}, "
+        f"background contrast {data['background_amplitude']:g}; appearance / motion energy "
+        f"{result['data']['appearance_over_motion']:.0f}.",
+        f"- Teacher: exact posterior mean of the data set, sampled with {cfg['teacher_steps']} Euler steps.",
+        f"- Student: one step, conditional data mean + residual `{_net(cfg['generator_net'])}`; critic: teacher + "
+        f"residual `{_net(cfg['critic_net'])}`; {result['runs'][0]['parameters']['trainable_generator']:,} and "
+        f"{result['runs'][0]['parameters']['trainable_critic']:,} trainable parameters.",
+        f"- Training: {cfg['steps']} generator steps, {trainer['dfake_gen_update_ratio']} critic steps each, batch "
+        f"{trainer['batch_size']}, Adam lr {trainer['lr']:g} / {trainer['lr_critic']:g}, betas ({trainer['beta1']:g}, "
+        f"{trainer['beta2']:g}); seeds {cfg['seeds']}, the same prompts and noise per seed in every arm; "
+        f"{cfg['num_eval']} evaluation videos per run.",
+        f"- Arms (extra-loss config entries): {arms}.",
+        f"- Versions: {versions}.",
+    ]
+
+
+def _net(net: dict) -> str:
+    text = f"{net['kind']} width {net['width']} depth {net['depth']}"
+    if net["kind"] == "wan":
+        text += " patch " + "x".join(str(p) for p in net["patch_size"])
+    return text + (", reads the teacher's x0" if net["reads_base"] else "")
 
 
 def markdown_report(result: dict) -> str:
     """The whole ``results.md``."""
-    cfg = result["config"]
-    arms = ", ".join(f"`{a['name']}` (lam {a['lam']:g}{', ' + str(a['options']) if a['options'] else ''})" for a in cfg["arms"])
-    lines = [
-        "# msm-demo results",
-        "",
-        f"Teacher: exact posterior mean of {result['teacher']['dataset_size']} data videos, sampled with "
-        f"{cfg['teacher_steps']} Euler steps (CFG {cfg['teacher_guidance']:g}). Students: one-step, "
-        f"{cfg['iters']} iterations (critic ratio {cfg['trainer']['dfake_gen_update_ratio']}), seeds {cfg['seeds']}, "
-        f"the same prompts and noise per seed in every arm. Arms: {arms}. {cfg['num_eval']} evaluation videos per "
-        "run. Cells: mean ± sample std over seeds; ↓ lower is better, ↑ higher is better.",
-        "",
-        "## Ground-truth motion (blob tracked, compared with each condition's true velocity)",
-        "",
-        *_table(result, TRUTH_COLUMNS),
-        "",
-        "Frozen: estimated speed below a quarter of the true one. Flicker: RMS of what changes over time once the "
-        "tracked blob is removed (0 on data).",
-        "",
-        "## Flow and smoothness (weight-free metrics, against the data set)",
-        "",
-        *_table(result, FLOW_COLUMNS),
-        "",
-        "## Where flicker comes from (temporal spectra; HF = upper half of the band)",
-        "",
-        *_table(result, MECHANISM_COLUMNS),
-        "",
-        "Student: spectrum of the blob-free remainder of its samples. Training: spectrum of the critic's minus the "
-        "teacher's x0 prediction on the generator steps, the difference MSM high-passes (gradient response "
-        "2 - 2cos w; `smoothing: binomial` multiplies it by (1 + cos w)^2 / 4).",
-        "",
-        "## Appearance",
-        "",
-        *_table(result, APPEARANCE_COLUMNS),
-        "",
-        "## Over training (means over seeds: velocity error px/f / frozen share)",
-        "",
-        *_curve(result),
-        "",
-        "## Per seed (final)",
-        "",
-        *_per_seed(result),
-        "",
+    lines = ["# msm-demo results", "", *headline(result), ""]
+    if result.get("checks") and not result.get("smoke"):
+        lines += ["## Student checks (DMD, every seed, end of training)", "", *_checks_table(result), ""]
+    if result.get("comparisons") and not result.get("smoke"):
+        lines += ["## Every arm against DMD, paired by seed", "",
+                  "Difference = arm − DMD per seed. Verdict: closer to the data on every seed (better), further on "
+                  "every seed (worse), or neither (unresolved).", ""]
+        if result.get("checks", {}).get("passed"):
+            if len(result["comparisons"]) > 1:
+                lines += ["### Summary: mean difference [min, max over seeds] and verdict", "", *_verdict_matrix(result), ""]
+            lines += _comparison_tables(result)
+        else:
+            lines += ["Not shown: the DMD student failed its checks, so no difference here would mean anything.", ""]
+    lines += [
+        "## Ground-truth motion (blob tracked, compared with each condition's true velocity)", "",
+        *_table(result, TRUTH_COLUMNS), "",
+        "A video whose blob is not tracked (too faint, or not moving along a line) counts as motionless: frozen, "
+        "wrong direction, speed 0. Cells: mean ± sample std over seeds.", "",
+        "## Temporal roughness (what changes over time besides the blob)", "",
+        *_table(result, ROUGHNESS_COLUMNS), "",
+        "Remainder: the video minus the tracked blob; HF = the upper half of the temporal band (flicker). "
+        "Spectra in `plots/remainder_spectrum.png`.", "",
+        "## Appearance", "",
+        *_table(result, APPEARANCE_COLUMNS), "",
+        "## Over training (means over seeds: velocity error / true speed, speed / true, frozen, blob strength)", "",
+        *_curve(result), "",
+        "## Per seed (end of training)", "",
+        *_per_seed(result), "",
+        "## Setup", "",
+        *_setup(result), "",
+        f"Total time: {result['total_seconds']:.0f} s.",
     ]
-    checks = goals(result)
-    if checks:
-        lines += ["## Goals (DMD+MSM vs DMD, means over seeds)", ""]
-        lines += [f"- {'met' if ok else 'NOT met'}: {text}" for text, ok in checks]
-        lines.append("")
-    lines.append(f"Total time: {result['total_seconds']:.0f} s.")
     return "\n".join(lines) + "\n"
 
 
-def _jsonable(value):
+def jsonable(value):
+    """``value`` with non-finite floats as None and keys as strings (strict JSON).
+
+    >>> jsonable({1: [float("nan"), 2.0]})
+    {'1': [None, 2.0]}
+    """
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None  # strict JSON has no NaN
     return value
@@ -255,15 +346,13 @@ def _write_videos(result: dict, out: Path) -> list:
 
     videos = result["videos"]
     conditions = result["conditions"]
-    num = len(conditions)
-    rows = [c for c in _GRID_CONDITIONS if c < num] or list(range(num))
+    rows = [c for c in _GRID_CONDITIONS if c < len(conditions)] or list(range(len(conditions)))
     arms = [a["name"] for a in result["config"]["arms"]]
     written = []
-    seeds = sorted({key.split("/seed")[1] for key in videos if "/seed" in key}, key=int)
+    seeds = sorted({int(key.split("/seed")[1]) for key in videos if "/seed" in key})
     folder = out / "videos"
     for seed in seeds[: result["config"].get("video_seeds", 1) or 1]:
-        columns = [videos["data"][rows], videos["teacher"][rows]]
-        columns += [videos[f"{arm}/seed{seed}"][rows] for arm in arms]
+        columns = [videos["data"][rows], videos["teacher"][rows]] + [videos[f"{arm}/seed{seed}"][rows] for arm in arms]
         titles = ["data", "teacher"] + [{"dmd": "DMD", "dmd+msm": "DMD+MSM"}.get(a, a) for a in arms]
         movie = labelled_grid(columns, titles, [conditions[c] for c in rows])
         folder.mkdir(parents=True, exist_ok=True)
@@ -310,69 +399,77 @@ def _save_figure(fig, path: Path) -> Path:
 
 def _plot_training(result: dict, out: Path) -> Path:
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    panels = [("velocity_error", "velocity error (px/frame) ↓"), ("frozen_share", "frozen share ↓"),
-              ("flicker", "flicker RMS ↓")]
+    panels = [("relative_velocity_error", "velocity error / true speed ↓", None), ("speed_ratio", "speed / true speed", 1.0),
+              ("frozen_share", "frozen share ↓", None), ("blob_strength", "blob strength / data's", 1.0)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
     seeds = len(result["config"]["seeds"])
-    for ax, (key, title) in zip(axes, panels):
+    for ax, (key, title, target) in zip(axes, panels):
+        start = result["initial"]["truth"][key]
         for arm, entry in result["summary"].items():
-            its = [p["iter"] for p in entry["curve"]]
-            mean = np.array([p["truth"][key]["mean"] for p in entry["curve"]])
-            std = np.array([p["truth"][key]["std"] for p in entry["curve"]])
-            line = ax.plot(its, mean, marker="o", label=arm)[0]
-            ax.fill_between(its, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            steps = [0] + [p["step"] for p in entry["curve"]]
+            mean = np.array([start] + [p["truth"][key]["mean"] for p in entry["curve"]])
+            std = np.array([0.0] + [p["truth"][key]["std"] for p in entry["curve"]])
+            line = ax.plot(steps, mean, marker="o", label=arm)[0]
+            ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.axhline(result["teacher"]["truth"][key], color="k", ls="--", lw=1, label="teacher (exact)")
-        ax.set_xlabel("training iteration")
+        if target is not None:
+            ax.axhline(target, color="gray", ls=":", lw=1)
+        ax.set_xlabel("generator step")
         ax.set_title(title)
-    axes[0].legend(fontsize=7, title=f"lines: mean, bands: ±1 std over {seeds} seeds", title_fontsize=7)
+    axes[0].legend(fontsize=7, title=f"mean, band ±1 std over {seeds} seeds", title_fontsize=7)
     return _save_figure(fig, out / "plots" / "motion_over_training.png")
 
 
 def _plot_motion(result: dict, out: Path) -> Path:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    pairs = np.arange(1, len(result["data"]["per_frame_motion"]) + 1)
-    ax.plot(pairs, result["data"]["per_frame_motion"], "k--", label="data")
-    ax.plot(pairs, result["teacher"]["per_frame_motion"], "k:", label="teacher (exact)")
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    pairs = np.arange(1, len(result["data"]["truth"]["pair_speed_ratio"]) + 1)
+    ax.plot(pairs, result["data"]["truth"]["pair_speed_ratio"], "k--", label="data")
+    ax.plot(pairs, result["teacher"]["truth"]["pair_speed_ratio"], "k:", label="teacher (exact)")
     for arm in result["summary"]:
-        curves = np.array([run["per_frame_motion"] for run in result["runs"] if run["arm"] == arm])
-        mean, std = curves.mean(axis=0), curves.std(axis=0, ddof=1) if len(curves) > 1 else 0 * curves[0]
-        line = ax.plot(pairs, mean, marker="o", label=f"{arm}")[0]
+        curves = np.array([run["truth"]["pair_speed_ratio"] for run in result["runs"] if run["arm"] == arm])
+        mean = curves.mean(axis=0)
+        std = curves.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+        line = ax.plot(pairs, mean, marker="o", label=arm)[0]
         ax.fill_between(pairs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("frame pair f → f+1")
-    ax.set_ylabel("mean |x[f+1] − x[f]|  (videos in [0, 1])")
-    ax.set_title("Per-frame motion magnitude (bands: ±1 std over seeds)")
+    ax.set_ylabel("tracked blob speed / true speed")
+    ax.set_title("Blob speed over the clip (untracked videos count 0; bands ±1 std over seeds)", fontsize=9)
     ax.legend(fontsize=7)
     return _save_figure(fig, out / "plots" / "motion_over_time.png")
 
 
-def _plot_pareto(result: dict, out: Path) -> Path:
+def _plot_spectrum(result: dict, out: Path) -> Path:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for arm, entry in result["summary"].items():
-        x, y = entry["metrics"]["appearance_fd"], entry["truth"]["velocity_error"]
-        norm = entry["options"].get("normalization", "")
-        marker = {"motion": "o", "dmd": "s"}.get(norm, "*")
-        ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt=marker, capsize=3,
-                    label=f"{arm}", ms=8 if marker == "*" else 6)
-    ax.set_xlabel("appearance FD → data ↓")
-    ax.set_ylabel("velocity error px/frame ↓")
-    ax.set_title("Motion vs appearance per arm (bars: ±1 std over seeds)")
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    bins = np.arange(len(result["data"]["remainder_spectrum"]))
+    floor = 1e-12  # the data's remainder is 0 up to the tracker's precision
+    for name, style in (("data", "k--"), ("teacher", "k:")):
+        ax.semilogy(bins, np.maximum(result[name]["remainder_spectrum"], floor), style, label=name)
+    for arm in result["summary"]:
+        spectra = np.array([run["remainder_spectrum"] for run in result["runs"] if run["arm"] == arm])
+        ax.semilogy(bins, np.maximum(spectra.mean(axis=0), floor), marker="o", label=arm)
+    frames = result["config"]["data"]["num_frames"]
+    ax.set_xlabel(f"temporal frequency bin k (period {frames}/k frames)")
+    ax.set_ylabel("power of the blob-free remainder")
+    ax.set_title("What changes over time besides the blob (mean over seeds)", fontsize=9)
     ax.legend(fontsize=7)
-    return _save_figure(fig, out / "plots" / "pareto.png")
+    return _save_figure(fig, out / "plots" / "remainder_spectrum.png")
 
 
-def write_report(result: dict, out) -> dict:
-    """Write every file of the run into ``out``; returns ``{kind: [paths]}``."""
+def write_report(result: dict, out, kind: str = "default") -> dict:
+    """Write every file of the run into ``out`` (created here); returns ``{kind: [paths]}``.
+
+    ``kind`` names the msm-demo mode that wrote it (kept in ``results.json``).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    payload = _jsonable({k: v for k, v in result.items() if k != "videos"})
+    payload = jsonable({REPORT_KIND_KEY: kind, **{k: v for k, v in result.items() if k != "videos"}})
     json_path = out / "results.json"
     json_path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     md_path = out / "results.md"
     md_path.write_text(markdown_report(result))
-    plots = [_plot_training(result, out), _plot_motion(result, out)]
-    if len(result["summary"]) > 2:
-        plots.append(_plot_pareto(result, out))
+    plots = [_plot_training(result, out), _plot_motion(result, out), _plot_spectrum(result, out)]
     return {"tables": [json_path, md_path], "videos": _write_videos(result, out), "tensors": _write_tensors(result, out),
             "plots": plots}

@@ -254,8 +254,13 @@ class ExactTeacher(nn.Module):
         if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
             raise ValueError(f"labels should lie in [0, {num_classes}), got range [{int(labels.min())}, {int(labels.max())}]")
         flat = videos.reshape(videos.shape[0], -1).double()
+        means = torch.stack([flat[labels == c].mean(0) if bool((labels == c).any()) else flat.mean(0)
+                             for c in range(num_classes)] + [flat.mean(0)])
         self.register_buffer("videos", videos.float(), persistent=False)
         self.register_buffer("flat", flat, persistent=False)
+        self.register_buffer("flat32", flat.float(), persistent=False)
+        # At sigma = 1 the posterior is uniform over the allowed videos: the class means (null: all).
+        self.register_buffer("class_means", means.float(), persistent=False)
         self.register_buffer("sq_norms", (flat**2).sum(1), persistent=False)
         self.register_buffer("labels", labels.long(), persistent=False)
         self.num_classes = num_classes
@@ -281,8 +286,14 @@ class ExactTeacher(nn.Module):
         return torch.softmax(logits.masked_fill(~allowed, -torch.inf), dim=1)
 
     def forward(self, noisy_image_or_video: torch.Tensor, conditional_dict: dict, timestep: torch.Tensor) -> torch.Tensor:
-        weights = self.posterior_weights(noisy_image_or_video, conditional_dict["labels"], timestep)
-        x0 = weights @ self.flat
+        labels = conditional_dict["labels"]
+        if timestep.numel() and bool((timestep == self.scheduler.num_train_timestep).all()):
+            if labels.shape != noisy_image_or_video.shape[:1]:
+                raise ValueError(f"expected conditional_dict['labels'] of shape [B] = [{noisy_image_or_video.shape[0]}], got {tuple(labels.shape)}")
+            x0 = self.class_means[labels]  # pure noise carries no information: the posterior is uniform
+        else:
+            # The logits need float64; the weighted sum of data videos does not (weights are in [0, 1]).
+            x0 = self.posterior_weights(noisy_image_or_video, labels, timestep).float() @ self.flat32
         return x0.reshape(noisy_image_or_video.shape).to(noisy_image_or_video.dtype)
 
 

@@ -1,23 +1,35 @@
 """Ground-truth motion metrics for the toy's videos: track the blob, compare with the known velocity.
 
 Every toy video is ``x[f] = B + c * g(p_f)``: a static background ``B`` in the known span of
-:func:`~msm_plugin.toy.data.background_basis` (per channel), a colour ``c`` and a Gaussian
-``g`` of known width at position ``p_f``. The tracker removes the background exactly by
+:func:`~msm_plugin.toy.data.background_basis` (per channel), a colour ``c`` and a periodic
+Gaussian ``g`` of known width at position ``p_f``. The tracker removes the background exactly by
 projecting each frame onto the complement of that span (``P``), then finds the position that
 best explains what is left,
 
     p_f = argmax_p  sum_c <P x_f,c, P g(p)>^2 / |P g(p)|^2,
 
 on a half-pixel grid, refined by gradient ascent. On data this is exact (by Cauchy-Schwarz the
-maximum is at the true position). The velocity is the least-squares slope of ``p_f`` over ``f``.
-Per video, against the true velocity ``v*`` of its condition:
+maximum is at the true position). Positions are unwrapped along frames (the frame is a torus)
+and the velocity is the least-squares slope of ``p_f`` over ``f``; ``c`` is the least-squares
+colour of the blob over all frames.
+
+A video *has a tracked blob* when the blob is there and moves along a line, as every data
+video's does:
+
+    tracked = |c| >= TRACKED_MIN_STRENGTH * a   and   path_rms <= TRACKED_MAX_PATH_RMS,
+
+with ``a`` the data's blob amplitude (every data blob has ``|c| = a``) and ``path_rms`` the RMS
+distance (px) of the positions from their fitted line. A video without a tracked blob has no
+object whose motion could be measured: it counts as motionless (velocity 0). Per video, against
+the true velocity ``v*`` of its condition, with ``v`` the tracked velocity (0 when untracked):
 
 - ``velocity_error``: ``|v - v*|`` in px/frame;
 - ``direction_ok``: ``v`` within 45 degrees of ``v*`` (nearest of the four directions);
 - ``frozen``: ``|v| < |v*| / 4``;
+- ``speed_ratio``: ``|v| / |v*|``;
+- ``blob_strength``: ``|c| / a``, 1 on data;
 - ``flicker``: RMS over pixels and frames of what changes over time once the tracked blob
-  ``c g(p_f)`` (one colour per video) is removed, ``r_f - mean_f r``; 0 on data;
-- ``blob_amplitude``: ``|c|``, the strength of the tracked blob.
+  ``c g(p_f)`` is removed, ``r_f - mean_f r``; 0 on data.
 """
 
 from __future__ import annotations
@@ -27,9 +39,22 @@ import math
 import torch
 from einops import rearrange
 
-from msm_plugin.toy.data import ToyDataConfig, background_basis, true_velocities
+from msm_plugin.toy.data import ToyDataConfig, wrap_offset, background_basis, periodic_blob, true_velocities
 
-__all__ = ["BlobTracker", "high_frequency_power", "motion_truth_metrics", "summarise_truth", "temporal_spectrum"]
+__all__ = [
+    "TRACKED_MAX_PATH_RMS",
+    "TRACKED_MIN_STRENGTH",
+    "BlobTracker",
+    "high_frequency_power",
+    "motion_truth_metrics",
+    "summarise_truth",
+    "temporal_spectrum",
+]
+
+#: A tracked blob has at least a quarter of the data's strength ...
+TRACKED_MIN_STRENGTH = 0.25
+#: ... and positions within half a pixel (RMS) of a straight line (data: < 0.01 px).
+TRACKED_MAX_PATH_RMS = 0.5
 
 # A half-pixel grid puts the start of the refinement within 0.25 px (0.17 sigma) of the
 # optimum, inside its single basin.
@@ -47,7 +72,7 @@ class BlobTracker:
     >>> cfg = ToyDataConfig()
     >>> x = make_videos(torch.tensor([1]), cfg, torch.Generator().manual_seed(0))  # right at 1 px/frame
     >>> v = BlobTracker(cfg).velocities(x)
-    >>> [round(float(a), 2) for a in v[0]]
+    >>> [round(float(a), 2) + 0.0 for a in v[0]]  # (+ 0.0: no negative zero)
     [0.0, 1.0]
     """
 
@@ -57,18 +82,14 @@ class BlobTracker:
         q, _ = torch.linalg.qr(basis.T)  # [P, G], orthonormal columns spanning the backgrounds
         self._q = q
         s = config.size
-        axis = torch.arange(0.0, s - 1 + 1e-9, _GRID_STEP, dtype=torch.float64)
+        axis = torch.arange(0.0, s, _GRID_STEP, dtype=torch.float64)
         self._grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)  # [K, 2]
         templates = self._project(self._blob(self._grid))  # [K, P]
         self._templates = templates / templates.norm(dim=-1, keepdim=True)
 
     def _blob(self, centres: torch.Tensor) -> torch.Tensor:
-        """Gaussians at ``centres [..., 2]`` (row, col), flattened to ``[..., H*W]``."""
-        s, sigma = self.config.size, self.config.blob_sigma
-        coords = torch.arange(s, dtype=centres.dtype)
-        dy = coords[:, None] - centres[..., 0, None, None]
-        dx = coords[None, :] - centres[..., 1, None, None]
-        return torch.exp(-(dy**2 + dx**2) / (2 * sigma**2)).flatten(-2)
+        """Periodic Gaussians at ``centres [..., 2]`` (row, col), flattened to ``[..., H*W]``."""
+        return periodic_blob(centres, self.config.size, self.config.blob_sigma).flatten(-2)
 
     def _project(self, flat: torch.Tensor) -> torch.Tensor:
         """Remove the background span: ``P y = y - Q Q^T y`` on ``[..., H*W]``."""
@@ -102,11 +123,19 @@ class BlobTracker:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return p.detach()
+        return torch.remainder(p.detach(), self.config.size)
+
+    def path(self, positions: torch.Tensor) -> torch.Tensor:
+        """Positions ``[N, F, 2]`` unwrapped along frames: each step taken the short way round the torus.
+
+        Exact while the blob moves less than half the frame per frame.
+        """
+        steps = wrap_offset(positions[:, 1:] - positions[:, :-1], self.config.size)
+        return torch.cat([positions[:, :1], positions[:, :1] + steps.cumsum(dim=1)], dim=1)
 
     def velocities(self, videos: torch.Tensor, positions: torch.Tensor = None) -> torch.Tensor:
-        """Least-squares slope of the positions over frames, ``[N, 2]`` as ``(dy, dx)`` px/frame."""
-        p = self.positions(videos) if positions is None else positions
+        """Least-squares slope of the (unwrapped) positions over frames, ``[N, 2]`` as ``(dy, dx)`` px/frame."""
+        p = self.path(self.positions(videos) if positions is None else positions)
         f = torch.arange(p.shape[1], dtype=p.dtype)
         f = f - f.mean()
         return (f[None, :, None] * p).sum(1) / (f**2).sum()
@@ -161,7 +190,7 @@ def high_frequency_power(spectrum: torch.Tensor) -> tuple:
 
 def motion_truth_metrics(videos: torch.Tensor, labels: torch.Tensor, config: ToyDataConfig,
                          tracker: BlobTracker = None) -> dict:
-    """Per-video ground-truth motion measurements of model-space toy videos.
+    """Per-video ground-truth motion measurements of model-space toy videos (module docstring).
 
     Args:
         videos: ``[N, F, C, H, W]`` in model space (as generated, before display mapping).
@@ -170,29 +199,44 @@ def motion_truth_metrics(videos: torch.Tensor, labels: torch.Tensor, config: Toy
         tracker: a :class:`BlobTracker` to reuse (built from ``config`` when omitted).
 
     Returns:
-        ``{"velocity", "true_velocity"}`` (``[N, 2]``), ``velocity_error``, ``speed_ratio``
-        (``|v| / |v*|``), ``direction_ok``, ``frozen``, ``flicker``, ``blob_amplitude`` (``[N]``),
-        and ``flicker_spectrum`` (``[F // 2 + 1]``, the temporal spectrum of the blob-free remainder).
+        ``positions`` (``[N, F, 2]``, on the torus), ``velocity`` (tracked, 0 when untracked), ``fitted_velocity`` (the slope whatever the
+        fit) and ``true_velocity`` (``[N, 2]``); ``tracked``, ``path_rms``, ``velocity_error``,
+        ``speed_ratio``, ``direction_ok``, ``frozen``, ``flicker``, ``blob_strength`` (``[N]``);
+        ``pair_speed_ratio`` (``[N, F - 1]``: ``|p_{f+1} - p_f| / |v*|``, 0 when untracked) and
+        ``flicker_spectrum`` (``[F // 2 + 1]``, the temporal spectrum of the blob-free remainder).
     """
     tracker = tracker or BlobTracker(config)
     if not isinstance(labels, torch.Tensor) or labels.shape != videos.shape[:1]:
         got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise ValueError(f"expected one label per video, [N] = [{videos.shape[0]}], got {got}")
     positions = tracker.positions(videos)
-    v = tracker.velocities(videos, positions)
-    v_true = true_velocities(labels, config).double()
+    path = tracker.path(positions)
+    fitted = tracker.velocities(videos, positions)
+    f = torch.arange(path.shape[1], dtype=path.dtype)
+    line = path.mean(dim=1, keepdim=True) + (f - f.mean())[None, :, None] * fitted[:, None, :]
+    path_rms = (path - line).pow(2).sum(dim=2).mean(dim=1).sqrt()
     left, colour = tracker.residual(videos, positions)
+    strength = colour.norm(dim=1) / config.blob_amplitude
+    tracked = (strength >= TRACKED_MIN_STRENGTH) & (path_rms <= TRACKED_MAX_PATH_RMS)
+    v = fitted * tracked[:, None]
+    v_true = true_velocities(labels, config).double()
     speed, true_speed = v.norm(dim=1), v_true.norm(dim=1)
+    pair_speed = (path[:, 1:] - path[:, :-1]).norm(dim=2) * tracked[:, None] / true_speed[:, None]
     changing = left - left.mean(dim=1, keepdim=True)
     return {
+        "positions": positions,
         "velocity": v,
+        "fitted_velocity": fitted,
         "true_velocity": v_true,
+        "tracked": tracked,
+        "path_rms": path_rms,
         "velocity_error": (v - v_true).norm(dim=1),
         "speed_ratio": speed / true_speed,
         "direction_ok": (v * v_true).sum(1) > speed * true_speed * math.cos(math.pi / 4),
         "frozen": speed < true_speed / 4,
         "flicker": changing.pow(2).mean(dim=(1, 2, 3, 4)).sqrt(),
-        "blob_amplitude": colour.norm(dim=1),
+        "blob_strength": strength,
+        "pair_speed_ratio": pair_speed,
         "flicker_spectrum": temporal_spectrum(left),
     }
 
@@ -200,30 +244,35 @@ def motion_truth_metrics(videos: torch.Tensor, labels: torch.Tensor, config: Toy
 def summarise_truth(per_video: dict, labels: torch.Tensor, config: ToyDataConfig) -> dict:
     """Set-level numbers from :func:`motion_truth_metrics`: means, shares, and per-speed breakdowns.
 
-    Keys: ``velocity_error`` (px/frame), ``relative_velocity_error`` (mean error / mean true
-    speed), ``direction_accuracy``, ``frozen_share``, ``speed_ratio`` (median), ``flicker``,
-    ``blob_amplitude``, ``flicker_hf_power`` and ``flicker_hf_share`` (the blob-free
-    remainder's power in the upper half of the temporal band, and its share of all non-static
-    power: :func:`high_frequency_power`) and, per speed ``s``, ``velocity_error@s`` and
-    ``frozen_share@s``.
+    Keys: ``tracked_share``, ``velocity_error`` (px/frame), ``relative_velocity_error`` (mean
+    error / mean true speed), ``direction_accuracy``, ``frozen_share``, ``speed_ratio`` (mean
+    ``|v| / |v*|``), ``blob_strength`` (mean ``|c| / a``), ``path_rms`` (median, px),
+    ``flicker``, ``flicker_hf_power`` and ``flicker_hf_share`` (the blob-free remainder's power in
+    the upper half of the temporal band, and its share of all non-static power:
+    :func:`high_frequency_power`), ``pair_speed_ratio`` (``[F - 1]``, mean per frame pair) and,
+    per speed ``s``, ``velocity_error@s``, ``speed_ratio@s`` and ``frozen_share@s``.
     """
     true_speed = per_video["true_velocity"].norm(dim=1)
     hf_power, hf_share = high_frequency_power(per_video["flicker_spectrum"])
     out = {
+        "tracked_share": float(per_video["tracked"].double().mean()),
         "velocity_error": float(per_video["velocity_error"].mean()),
         "relative_velocity_error": float(per_video["velocity_error"].mean() / true_speed.mean()),
         "direction_accuracy": float(per_video["direction_ok"].double().mean()),
         "frozen_share": float(per_video["frozen"].double().mean()),
-        "speed_ratio": float(per_video["speed_ratio"].median()),
+        "speed_ratio": float(per_video["speed_ratio"].mean()),
+        "blob_strength": float(per_video["blob_strength"].mean()),
+        "path_rms": float(per_video["path_rms"].median()),
         "flicker": float(per_video["flicker"].mean()),
-        "blob_amplitude": float(per_video["blob_amplitude"].mean()),
         "flicker_hf_power": hf_power,
         "flicker_hf_share": hf_share,
+        "pair_speed_ratio": per_video["pair_speed_ratio"].mean(dim=0).tolist(),
     }
     speed_of = torch.tensor(config.speeds, dtype=torch.float64)[labels % len(config.speeds)]
     for s in config.speeds:
         pick = speed_of == s
         if bool(pick.any()):
             out[f"velocity_error@{s:g}"] = float(per_video["velocity_error"][pick].mean())
+            out[f"speed_ratio@{s:g}"] = float(per_video["speed_ratio"][pick].mean())
             out[f"frozen_share@{s:g}"] = float(per_video["frozen"][pick].double().mean())
     return out

@@ -24,8 +24,8 @@ from torch import nn
 
 from msm_plugin.toy.data import ToyDataConfig, make_videos, sample_labels
 from msm_plugin.toy.dmd import ToyDMD
-from msm_plugin.toy.residual import ResidualScore, build_residual
-from msm_plugin.toy.teacher import ClassTextEncoder, NetConfig
+from msm_plugin.toy.networks import ResidualConfig, ResidualScore, build_residual
+from msm_plugin.toy.teacher import ClassTextEncoder
 from msm_plugin.toy.tracking import temporal_spectrum
 
 __all__ = ["DEFAULT_TRAINER_CONFIG", "ToyTrainer", "make_trainer_config"]
@@ -53,13 +53,26 @@ DEFAULT_TRAINER_CONFIG = {
     "wandb_project": "msm-demo",
     "wandb_name": None,
 }
+#: The config keys that switch on extra losses, as in a patched CausVid config (``extra_losses:
+#: [msm]`` plus an ``msm:`` section); they are validated by :func:`msm_plugin.config.parse_extra_losses`.
+EXTRA_LOSS_KEY = "extra_losses"
+
+
+def _unknown_keys(keys) -> list:
+    """Keys that are neither trainer options nor extra-loss entries (``extra_losses`` and loss sections)."""
+    from msm_plugin.registry import available_losses
+
+    known = set(DEFAULT_TRAINER_CONFIG) | {EXTRA_LOSS_KEY} | set(available_losses())
+    return sorted(set(keys) - known)
+
+
 def make_trainer_config(**overrides):
     """The default trainer config with ``overrides`` merged in (unknown keys are an error).
 
     >>> make_trainer_config(batch_size=4).batch_size
     4
     """
-    unknown = sorted(set(overrides) - set(DEFAULT_TRAINER_CONFIG))
+    unknown = _unknown_keys(overrides)
     if unknown:
         raise ValueError(f"unknown trainer option(s) {unknown}; known: {sorted(DEFAULT_TRAINER_CONFIG)}")
     return OmegaConf.create({**DEFAULT_TRAINER_CONFIG, **overrides})
@@ -75,14 +88,22 @@ class ToyTrainer:
             :class:`~msm_plugin.toy.teacher.ExactTeacher`), left untouched and shared.
         text_encoder: the :class:`~msm_plugin.toy.teacher.ClassTextEncoder` (frozen).
         data: the :class:`~msm_plugin.toy.data.ToyDataConfig` that fixes shapes and conditions.
-        net: architecture of the generator's and the critic's Wan residuals.
+        generator_net, critic_net: architectures of the generator's and the critic's residuals.
+
+    Like a CausVid trainer with msm-plugin's patch, it installs the extra losses its config lists
+    (``extra_losses: [msm]`` and an ``msm:`` section) with
+    :func:`msm_plugin.adapters.apply_extra_losses` at the end of its construction.
     """
 
     def __init__(self, config, teacher: nn.Module, text_encoder: ClassTextEncoder, data: ToyDataConfig,
-                 net: NetConfig = NetConfig(), framewise_critic: bool = False):
+                 generator_net: ResidualConfig = ResidualConfig(),
+                 critic_net: ResidualConfig = ResidualConfig(width=256, reads_base=True)):
         from accelerate import Accelerator
 
-        unknown = sorted(set(config.keys()) - set(DEFAULT_TRAINER_CONFIG))
+        from msm_plugin.adapters import apply_extra_losses
+        from msm_plugin.config import build_extra_losses
+
+        unknown = _unknown_keys(config.keys())
         if unknown:
             raise ValueError(f"unknown trainer option(s) {unknown}; known: {sorted(DEFAULT_TRAINER_CONFIG)}")
         if int(config.dfake_gen_update_ratio) < 1 or int(config.batch_size) < 1:
@@ -90,6 +111,7 @@ class ToyTrainer:
                 "expected dfake_gen_update_ratio >= 1 and batch_size >= 1, got "
                 f"{config.dfake_gen_update_ratio} and {config.batch_size}"
             )
+        build_extra_losses(config)  # a bad extra_losses section fails here, before anything is built
         self.config = config
         self.data = data
         self.step = 0
@@ -115,14 +137,16 @@ class ToyTrainer:
 
         # The residuals' hidden layers are drawn from the run's seed (their outputs start at zero).
         with self._own_rng():
-            generator = ResidualScore(teacher, build_residual(data, net)).to(device).train()
-            fake_score = ResidualScore(teacher, build_residual(data, net), framewise=framewise_critic).to(device).train()
+            generator = ResidualScore(teacher, build_residual(data, generator_net)).to(device).train()
+            fake_score = ResidualScore(teacher, build_residual(data, critic_net)).to(device).train()
         real_score = teacher
         gen_params, critic_params = list(generator.parameters()), list(fake_score.parameters())
         lr_gen, lr_critic = float(config.lr), float(config.lr_critic)
         betas = (float(config.beta1), float(config.beta2))
-        self.generator_optimizer = torch.optim.AdamW(gen_params, lr=lr_gen, betas=betas, weight_decay=config.weight_decay)
-        self.critic_optimizer = torch.optim.AdamW(critic_params, lr=lr_critic, betas=betas, weight_decay=config.weight_decay)
+        # fused: one kernel per step instead of one per tensor (measured 2-3x faster on one CPU thread).
+        options = dict(betas=betas, weight_decay=float(config.weight_decay), fused=True)
+        self.generator_optimizer = torch.optim.AdamW(gen_params, lr=lr_gen, **options)
+        self.critic_optimizer = torch.optim.AdamW(critic_params, lr=lr_critic, **options)
         self._gen_params, self._critic_params = gen_params, critic_params
         self.distillation_model = ToyDMD(config, generator, real_score, fake_score, device=device)
         self.generator_optimizer, self.critic_optimizer = self.accelerator.prepare(
@@ -134,6 +158,7 @@ class ToyTrainer:
         self._prompt_digest = hashlib.sha256()
         # Temporal spectrum of pred_fake - pred_real on each generator step (what MSM high-passes).
         self.critic_error_spectra = []
+        apply_extra_losses(self)  # the config's extra_losses (none: plain DMD), as the patched CausVid trainer
 
     @contextlib.contextmanager
     def _own_rng(self):

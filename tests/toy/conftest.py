@@ -8,10 +8,14 @@ import pytest
 import torch
 
 from msm_plugin.toy.data import ToyDataConfig, make_dataset
+from msm_plugin.toy.networks import ResidualConfig
 from msm_plugin.toy.teacher import ClassTextEncoder, ExactTeacher, FlowMatchScheduler, NetConfig, ToyDiffusionWrapper, build_score_model
 
 TINY_DATA = ToyDataConfig(num_frames=4, size=8, speeds=(1.0,), videos_per_condition=3)
 TINY_NET = NetConfig(num_layers=1, num_heads=2, head_dim=8, ffn_dim=16, text_dim=8, freq_dim=16)
+# Small residuals for the trainer tests (text_dim = TINY_NET.text_dim: the encoder fixtures use it).
+TINY_GENERATOR = ResidualConfig(kind="mlp", width=16, text_dim=8)
+TINY_CRITIC = ResidualConfig(kind="mlp", width=16, reads_base=True, text_dim=8)
 
 
 @pytest.fixture(scope="session")

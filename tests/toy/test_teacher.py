@@ -60,6 +60,8 @@ def test_exact_teacher_limits(tiny_exact):
     t1 = torch.full((1, TINY_DATA.num_frames), 1000.0)
     out = teacher(torch.randn(1, *TINY_DATA.video_shape), encoder(torch.tensor([1])), t1)
     torch.testing.assert_close(out[0], teacher.videos[per:2 * per].mean(0), atol=1e-5, rtol=0)
+    null = teacher(torch.randn(1, *TINY_DATA.video_shape), encoder(torch.tensor([TINY_DATA.num_conditions])), t1)
+    torch.testing.assert_close(null[0], teacher.videos.mean(0), atol=1e-5, rtol=0)  # the null label: all videos
     # Low noise around a data video: the posterior picks that video.
     t = torch.full((1, TINY_DATA.num_frames), 20.0)
     xt = 0.98 * teacher.videos[4:5] + 0.02 * torch.randn(1, *TINY_DATA.video_shape)
@@ -130,7 +132,7 @@ def test_input_errors(tiny_exact):
     with pytest.raises(ValueError, match=r"expected class labels \[B\] in \[0, 4\] \(the last is null\)"):
         encoder(torch.tensor([5]))
     with pytest.raises(ValueError, match=r"is not divisible by patch_size \(1, 4, 4\)"):
-        build_score_model(ToyDataConfig(size=10), NetConfig())
+        build_score_model(ToyDataConfig(size=10, background_grid=5), NetConfig())
     with pytest.raises(ValueError, match=r"expected videos \[N, F, C, H, W\] and labels \[N\], got \(2, 3\)"):
         ExactTeacher(torch.zeros(2, 3), torch.zeros(2), 1)
     with pytest.raises(ValueError, match=r"labels should lie in \[0, 1\), got range \[0, 1\]"):

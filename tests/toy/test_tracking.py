@@ -10,7 +10,7 @@ import torch
 from msm_plugin.toy.data import ToyDataConfig, background_basis, make_dataset, make_videos, true_velocities
 from msm_plugin.toy.tracking import BlobTracker, motion_truth_metrics, summarise_truth, temporal_spectrum
 
-CFG = ToyDataConfig()
+CFG = ToyDataConfig()  # blob strength (colour norm) 1
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +25,20 @@ def tracker():
 
 
 def _blob_video(centres, colour=(0.5, -0.3, 0.2), background_seed=0):
-    """A hand-made video: a smooth background from the data's rule plus a blob at the given centres [F, 2]."""
+    """A hand-made video: a smooth background from the data's rule plus a blob at the given centres [F, 2].
+
+    The blob is written out here as a sum over its periodic images (independent of the package's
+    nearest-image form; they differ by < 1e-6 on a 16-px torus at sigma 1.5).
+    """
     g = torch.Generator().manual_seed(background_seed)
     coeffs = torch.randn(CFG.channels, CFG.background_grid**2, generator=g) * 0.5
     background = (coeffs @ background_basis(CFG)).reshape(CFG.channels, CFG.size, CFG.size)
-    coords = torch.arange(CFG.size, dtype=torch.float32)
+    coords = torch.arange(CFG.size, dtype=torch.float64)
     frames = []
     for cy, cx in centres:
-        blob = torch.exp(-((coords[:, None] - cy) ** 2 + (coords[None, :] - cx) ** 2) / (2 * CFG.blob_sigma**2))
-        frames.append(background + torch.tensor(colour)[:, None, None] * blob)
+        blob = sum(torch.exp(-((coords[:, None] - cy + 16 * i) ** 2 + (coords[None, :] - cx + 16 * j) ** 2) / (2 * CFG.blob_sigma**2))
+                   for i in (-1, 0, 1) for j in (-1, 0, 1))
+        frames.append(background + torch.tensor(colour)[:, None, None] * blob.float())
     return torch.stack(frames)[None]
 
 
@@ -45,9 +50,12 @@ def test_recovers_the_true_velocity_of_every_data_video(data, tracker):
     assert float(m["velocity_error"].max()) < 0.01
     assert bool(m["direction_ok"].all()) and not bool(m["frozen"].any())
     assert float(m["flicker"].max()) < 2e-3  # nothing but the blob changes over time
+    assert bool(m["tracked"].all()) and float(m["path_rms"].max()) < 0.02  # on a line, to the tracker's precision
+    torch.testing.assert_close(m["blob_strength"], torch.ones_like(m["blob_strength"]), atol=0.01, rtol=0)
     s = summarise_truth(m, labels, CFG)
-    assert s["direction_accuracy"] == 1.0 and s["frozen_share"] == 0.0
-    assert set(s) >= {"velocity_error@0.5", "frozen_share@1", "flicker_hf_share", "speed_ratio"}
+    assert s["direction_accuracy"] == 1.0 and s["frozen_share"] == 0.0 and s["tracked_share"] == 1.0
+    assert s["pair_speed_ratio"] == pytest.approx([1.0] * (CFG.num_frames - 1), abs=0.02)
+    assert set(s) >= {"velocity_error@0.5", "frozen_share@1", "speed_ratio@0.5", "flicker_hf_share", "speed_ratio"}
 
 
 def test_hand_made_tracks(tracker):
@@ -57,6 +65,32 @@ def test_hand_made_tracks(tracker):
     torch.testing.assert_close(p[0].float(), torch.tensor(centres), atol=0.01, rtol=0)
     v = tracker.velocities(_blob_video(centres))[0]
     torch.testing.assert_close(v.float(), torch.tensor([0.3, -0.7]), atol=0.01, rtol=0)
+
+
+def test_a_blob_crossing_the_edge_keeps_its_velocity(tracker):
+    # Right at 1 px/frame from column 12.4: columns 12.4 .. 19.4, i.e. 3.4 after the seam.
+    m = motion_truth_metrics(_blob_video([(5.0, 12.4 + f) for f in range(8)]), torch.tensor([1]), CFG, tracker)
+    assert float(m["velocity_error"][0]) < 0.01 and bool(m["tracked"][0])
+    assert float(m["positions"][0, -1, 1]) == pytest.approx(3.4, abs=0.01)
+
+
+def test_untracked_videos_count_as_motionless(tracker):
+    label = torch.tensor([1])  # right at 1 px/frame, |v*| = 1
+    # A blob a fifth as strong as the data's (|c| = 0.2 < 0.25): moving, but not a tracked object.
+    faint = _blob_video([(7.0, 4.0 + f) for f in range(8)], colour=(0.2, 0.0, 0.0))
+    m = motion_truth_metrics(faint, label, CFG, tracker)
+    assert float(m["blob_strength"][0]) == pytest.approx(0.2, abs=0.01) and not bool(m["tracked"][0])
+    assert float(m["fitted_velocity"][0, 1]) == pytest.approx(1.0, abs=0.01)  # the tracker did see it move ...
+    assert bool(m["frozen"][0]) and not bool(m["direction_ok"][0])  # ... but it counts as no motion
+    assert float(m["velocity_error"][0]) == 1.0 and float(m["speed_ratio"][0]) == 0.0
+    assert m["pair_speed_ratio"][0].tolist() == [0.0] * 7
+    # A strong blob that jumps around is no object moving along a line either.
+    jumps = [(7.0, 4.0), (2.0, 11.0), (12.0, 6.0), (5.0, 13.0), (10.0, 2.0), (3.0, 8.0), (13.0, 12.0), (8.0, 5.0)]
+    m = motion_truth_metrics(_blob_video(jumps, colour=(1.0, 0.0, 0.0)), label, CFG, tracker)
+    assert float(m["path_rms"][0]) > 0.5 and not bool(m["tracked"][0])
+    # At 0.3 of the data's strength the same moving blob is tracked.
+    m = motion_truth_metrics(_blob_video([(7.0, 4.0 + f) for f in range(8)], colour=(0.3, 0.0, 0.0)), label, CFG, tracker)
+    assert bool(m["tracked"][0]) and float(m["velocity_error"][0]) < 0.02
 
 
 def test_static_blob_is_frozen_and_reversed_motion_is_wrong(tracker):

@@ -1,4 +1,4 @@
-"""ToyTrainer: CausVid's loop, the public wrap_trainer path, residual start, determinism, checks."""
+"""ToyTrainer: CausVid's loop, extra losses from its config or wrap_trainer, residual start, determinism, checks."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import msm_plugin
 from msm_plugin.toy.teacher import ExactTeacher
 from msm_plugin.toy.trainer import ToyTrainer, make_trainer_config
 
-from .conftest import TINY_DATA, TINY_NET
+from .conftest import TINY_CRITIC, TINY_DATA, TINY_GENERATOR
 
 
 def _trainer(teacher, **overrides):
     score, encoder = teacher
     options = {"batch_size": 2, "dfake_gen_update_ratio": 2, **overrides}
-    return ToyTrainer(make_trainer_config(**options), score, encoder, TINY_DATA, TINY_NET)
+    return ToyTrainer(make_trainer_config(**options), score, encoder, TINY_DATA, TINY_GENERATOR, TINY_CRITIC)
 
 
 def test_update_schedule_and_logs(tiny_exact):
@@ -50,8 +50,6 @@ def test_same_seed_same_training(tiny_exact):
 
 def test_msm_reaches_toydmd_through_wrap_trainer(tiny_exact):
     def third_step(trainer):
-        # Step 0 has critic == teacher, so both DMD and MSM gradients are exactly zero and the
-        # trainers stay equal; by step 2 the critic has moved and MSM has something to match.
         return [trainer.train_one_step() for _ in range(3)][2]
 
     plain = third_step(_trainer(tiny_exact, seed=1))
@@ -62,7 +60,18 @@ def test_msm_reaches_toydmd_through_wrap_trainer(tiny_exact):
     assert msm_plugin.wrap_trainer(wrapped, lam=2.0) is wrapped
     logs = third_step(wrapped)
     assert logs["msm_loss"] > 0 and logs["msm_lambda"] == 2.0
-    assert logs["generator_loss"] == pytest.approx(plain["generator_loss"] + 2.0 * logs["msm_loss"], rel=1e-6)
+    assert logs["generator_loss"] == pytest.approx(logs["dmd_loss"] + 2.0 * logs["msm_loss"], rel=1e-12)
+
+
+def test_extra_losses_in_the_config_are_installed_like_wrap_trainer(tiny_exact):
+    # The config route (what a user writes) and the wrap_trainer call give the same training.
+    configured = _trainer(tiny_exact, seed=1, extra_losses=["msm"], msm={"lam": 2.0, "normalization": "dmd"})
+    wrapped = msm_plugin.wrap_trainer(_trainer(tiny_exact, seed=1), lam=2.0, normalization="dmd")
+    assert [loss.name for loss in msm_plugin.active_losses(configured)] == ["msm"]
+    a = [configured.train_one_step() for _ in range(3)][2]
+    b = [wrapped.train_one_step() for _ in range(3)][2]
+    assert a == b and a["msm_lambda"] == 2.0 and a["msm_loss"] > 0
+    assert msm_plugin.active_losses(_trainer(tiny_exact)) == ()  # no extra_losses: plain DMD
 
 
 def test_generator_and_critic_start_as_the_teacher(tiny_exact):
@@ -76,7 +85,8 @@ def test_generator_and_critic_start_as_the_teacher(tiny_exact):
     for score in (dmd.generator, dmd.fake_score):
         assert torch.equal(score(x, cond, t), teacher(x, cond, t))
     report = trainer.parameter_report()
-    assert report["trainable_generator"] == report["trainable_critic"] == sum(p.numel() for p in dmd.generator.parameters())
+    assert report["trainable_generator"] == sum(p.numel() for p in dmd.generator.parameters())
+    assert report["trainable_critic"] == sum(p.numel() for p in dmd.fake_score.parameters())
     before = [p.detach().clone() for p in dmd.generator.parameters()]
     trainer.train_one_step()
     assert any(not torch.equal(a, b) for a, b in zip(before, dmd.generator.parameters()))
@@ -85,7 +95,7 @@ def test_generator_and_critic_start_as_the_teacher(tiny_exact):
 def test_non_finite_training_is_reported(tiny_exact):
     score, encoder = tiny_exact
     broken = ExactTeacher(torch.full_like(score.videos, float("nan")), score.labels, TINY_DATA.num_conditions)
-    trainer = ToyTrainer(make_trainer_config(batch_size=2), broken, encoder, TINY_DATA, TINY_NET)
+    trainer = ToyTrainer(make_trainer_config(batch_size=2), broken, encoder, TINY_DATA, TINY_GENERATOR, TINY_CRITIC)
     with pytest.raises(FloatingPointError, match="non-finite training logs at step 1"):
         trainer.train_one_step()
 
@@ -97,6 +107,11 @@ def test_config_errors(tiny_exact):
     cfg = make_trainer_config()
     cfg.extra = 1
     with pytest.raises(ValueError, match=r"unknown trainer option\(s\) \['extra'\]"):
-        ToyTrainer(cfg, score, encoder, TINY_DATA, TINY_NET)
+        ToyTrainer(cfg, score, encoder, TINY_DATA, TINY_GENERATOR, TINY_CRITIC)
     with pytest.raises(ValueError, match="expected dfake_gen_update_ratio >= 1 and batch_size >= 1, got 0 and 16"):
-        ToyTrainer(make_trainer_config(dfake_gen_update_ratio=0), score, encoder, TINY_DATA, TINY_NET)
+        ToyTrainer(make_trainer_config(dfake_gen_update_ratio=0), score, encoder, TINY_DATA, TINY_GENERATOR, TINY_CRITIC)
+    # A bad extra_losses section fails at construction, as in a patched CausVid trainer.
+    with pytest.raises(ValueError, match=r"unknown extra loss 'msn' in `extra_losses`; known losses: .*msm"):
+        ToyTrainer(make_trainer_config(extra_losses=["msn"]), score, encoder, TINY_DATA, TINY_GENERATOR, TINY_CRITIC)
+    with pytest.raises(ValueError, match=r"unknown option `msm.lamda`; did you mean `lam`\?"):
+        _trainer(tiny_exact, extra_losses=["msm"], msm={"lamda": 1.0})
