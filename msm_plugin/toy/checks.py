@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["CHECKS", "COMPARED", "check_values", "compare_arms", "paired_verdict", "student_checks"]
+__all__ = ["CHECKS", "COMPARED", "COMPARED_OVER_TRAINING", "check_values", "compare_arms", "paired_verdict", "student_checks"]
 
 #: (key, comparison, threshold, what it means)
 CHECKS = (
@@ -53,6 +53,9 @@ COMPARED = (
     ("metrics", "smoothness_error", "data", "motion-compensated smoothness error (target: data's)"),
     ("metrics", "appearance_fd", None, "appearance FD to data"),
 )
+
+#: The motion metrics also compared at every checkpoint: how fast the motion is learnt.
+COMPARED_OVER_TRAINING = ("relative_velocity_error", "speed_ratio", "frozen_share")
 
 BETTER, WORSE, UNRESOLVED = "better on every seed", "worse on every seed", "unresolved"
 
@@ -139,7 +142,9 @@ def compare_arms(result: dict, base_arm: str = "dmd") -> dict:
     """Every arm of ``result`` against ``base_arm``, paired by seed, on every metric of :data:`COMPARED`.
 
     Returns ``{arm: {key: paired_verdict(...) plus "title", "seeds"}}``; metrics an arm lacks
-    (e.g. flow metrics that were not computed) are left out.
+    (e.g. flow metrics that were not computed) are left out. Under the key ``"over_training"``
+    each arm also has ``[{"step", key: paired_verdict(...)}]``, one entry per checkpoint, for the
+    motion metrics of :data:`COMPARED_OVER_TRAINING`.
     """
     by_arm = {}
     for run in result["runs"]:
@@ -160,5 +165,11 @@ def compare_arms(result: dict, base_arm: str = "dmd") -> dict:
             verdict = paired_verdict([base[s][part][key] for s in seeds], [runs[s][part][key] for s in seeds],
                                      target, data_value)
             entry[key] = {**verdict, "title": title, "seeds": seeds}
-        out[arm] = entry
+        curve = []
+        for i, point in enumerate(base[seeds[0]].get("checkpoints", [])):
+            at = {key: paired_verdict([base[s]["checkpoints"][i]["truth"][key] for s in seeds],
+                                      [runs[s]["checkpoints"][i]["truth"][key] for s in seeds], target)
+                  for part, key, target, _ in COMPARED if key in COMPARED_OVER_TRAINING}
+            curve.append({"step": point["step"], **at})
+        out[arm] = {**entry, "over_training": curve}
     return out

@@ -102,7 +102,7 @@ REGIMES = (
 
 #: The cell the map found worst for DMD (measured with ``msm-demo --regimes``; docs/demo.md has the
 #: map). The default demo and the benchmark run there.
-WORST_REGIME = "base"
+WORST_REGIME = "slow + faint + high contrast"
 
 
 def demo_base(**changes) -> ExperimentConfig:

@@ -155,7 +155,7 @@ def _verdict_matrix(result: dict) -> list:
     """One row per metric, one column per arm: mean difference to DMD [seed range] and the verdict."""
     comparisons = result["comparisons"]
     arms = list(comparisons)
-    keys = list(dict.fromkeys(k for entries in comparisons.values() for k in entries))
+    keys = list(dict.fromkeys(k for entries in comparisons.values() for k in entries if k != "over_training"))
     short = {"better on every seed": "**better**", "worse on every seed": "**worse**", "unresolved": "unresolved"}
     lines = ["| metric (arm − DMD) | " + " | ".join(arms) + " |", "|" + "---|" * (len(arms) + 1)]
     for key in keys:
@@ -177,12 +177,25 @@ def _comparison_tables(result: dict) -> list:
                   "| metric | DMD (per seed) | " + arm + " (per seed) | difference, mean [min, max] | verdict |",
                   "|---|---|---|---|---|"]
         for key, entry in entries.items():
+            if key == "over_training":
+                continue
             part = "truth" if key in base[entry["seeds"][0]]["truth"] else "metrics"
             b = ", ".join(_plain(base[s][part][key]) for s in entry["seeds"])
             o = ", ".join(_plain(runs[s][part][key]) for s in entry["seeds"])
             diff = f"{entry['mean']:+.3g} [{entry['min']:+.3g}, {entry['max']:+.3g}]"
             lines.append(f"| {entry['title']} | {b} | {o} | {diff} | {entry['verdict']} |")
         lines.append("")
+        curve = entries.get("over_training", [])
+        if curve:
+            keys = [k for k in curve[0] if k != "step"]
+            titles = [entries[k]["title"] if k in entries else k for k in keys]
+            lines += [f"Over training ({arm} − DMD per checkpoint: mean [min, max], verdict):", "",
+                      "| step | " + " | ".join(titles) + " |", "|" + "---|" * (len(keys) + 1)]
+            for point in curve:
+                cells = [f"{point[k]['mean']:+.3g} [{point[k]['min']:+.2g}, {point[k]['max']:+.2g}] {point[k]['verdict']}"
+                         for k in keys]
+                lines.append(f"| {point['step']} | " + " | ".join(cells) + " |")
+            lines.append("")
     return lines
 
 

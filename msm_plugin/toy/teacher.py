@@ -11,8 +11,8 @@ The teacher is :class:`ExactTeacher`, the optimal denoiser of the demo's finite 
 
 over the videos of condition ``c`` (over all videos for the null condition), with float64
 logits. It is exact by construction, so its samples carry the data's motion; a learned tiny
-Wan teacher could not denoise precisely enough at low noise to do so on 2 CPU cores (README,
-"The built-in demo"). :class:`ToyDiffusionWrapper` turns a ``WanTransformer3DModel`` predicting
+Wan teacher could not denoise precisely enough at low noise to do so on 2 CPU cores (the
+demo's documentation, docs/demo.md). :class:`ToyDiffusionWrapper` turns a ``WanTransformer3DModel`` predicting
 the flow into a CausVid-style x0 score (used by :mod:`.residual` and the step benchmarks).
 Sampling (:func:`sample_with_cfg`) integrates the probability-flow ODE with Euler steps using
 guided x0 predictions ``x0_c + g (x0_c - x0_u)`` (CausVid's ``real_guidance_scale``).
@@ -82,7 +82,7 @@ class FlowMatchScheduler:
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Architecture of a tiny ``WanTransformer3DModel`` (the learned residuals of critic and student).
+    """Architecture of a tiny ``WanTransformer3DModel`` (the ``wan`` residual of :mod:`.networks`, the step benchmarks).
 
     Patch ``(1, 4, 4)`` keeps 8 x 16 x 16 videos at 128 tokens (patch ``(1, 2, 2)`` is ~5x
     slower on CPU); 2 layers of 4 heads x 16 is ~0.1 M parameters.

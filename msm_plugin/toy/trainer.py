@@ -7,7 +7,7 @@ the generator every ``dfake_gen_update_ratio`` steps and the critic every step. 
 ``msm_plugin.wrap_trainer(trainer, lam=...)`` treats it exactly as a real host.
 
 The real score is the teacher; the generator and the critic start as the teacher plus a
-zero-initialised tiny Wan residual each (:class:`~msm_plugin.toy.residual.ResidualScore`), the
+zero-initialised residual each (:class:`~msm_plugin.toy.networks.ResidualScore`), the
 toy's form of DMD's "start both as copies of the teacher".
 """
 

@@ -77,3 +77,18 @@ def test_compare_arms_pairs_by_seed_and_skips_missing_metrics():
     assert entry["verdict"] == "better on every seed"
     assert out["msm"]["speed_ratio"]["verdict"] == "unresolved"  # equal on every seed: a tie
     assert "smoothness_error" not in out["msm"]  # no run measured it
+    assert out["msm"]["over_training"] == []  # these runs have no checkpoints
+
+
+def test_motion_is_also_compared_at_every_checkpoint():
+    def run(arm, seed, errors):
+        return {**_run(arm, seed), "checkpoints": [
+            {"step": step, "truth": {"relative_velocity_error": e, "speed_ratio": 0.5, "frozen_share": 0.2}}
+            for step, e in zip((50, 100), errors)]}
+
+    runs = [run("dmd", 0, (0.6, 0.1)), run("dmd", 1, (0.5, 0.1)), run("msm", 0, (0.4, 0.2)), run("msm", 1, (0.45, 0.05))]
+    curve = compare_arms(_result(runs))["msm"]["over_training"]
+    assert [p["step"] for p in curve] == [50, 100]
+    assert curve[0]["relative_velocity_error"]["verdict"] == "better on every seed"  # 0.6 -> 0.4, 0.5 -> 0.45
+    assert curve[1]["relative_velocity_error"]["verdict"] == "unresolved"  # worse on seed 0, better on seed 1
+    assert set(curve[0]) == {"step", "relative_velocity_error", "speed_ratio", "frozen_share"}
