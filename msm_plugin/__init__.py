@@ -3,7 +3,16 @@
 from importlib import metadata as _metadata
 
 from msm_plugin.adapters import active_losses, unwrap_trainer, wrap_trainer
-from msm_plugin.losses import MSMConfig, MSMLoss, MSMTerm, msm_loss
+from msm_plugin.losses import (
+    MSMConfig,
+    MSMLoss,
+    MSMTerm,
+    TemporalVarianceConfig,
+    TemporalVarianceLoss,
+    TemporalVarianceTerm,
+    msm_loss,
+    temporal_variance_loss,
+)
 from msm_plugin.motion import motion_score
 from msm_plugin.registry import (
     ENTRY_POINT_GROUP,
@@ -26,6 +35,9 @@ __all__ = sorted(
         "MSMConfig",
         "MSMLoss",
         "MSMTerm",
+        "TemporalVarianceConfig",
+        "TemporalVarianceLoss",
+        "TemporalVarianceTerm",
         "active_losses",
         "available_losses",
         "compose",
@@ -33,6 +45,7 @@ __all__ = sorted(
         "motion_score",
         "msm_loss",
         "register_loss",
+        "temporal_variance_loss",
         "unwrap_trainer",
         "wrap_trainer",
     ]
