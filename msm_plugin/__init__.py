@@ -3,16 +3,10 @@
 from importlib import metadata as _metadata
 
 from msm_plugin.adapters import active_losses, unwrap_trainer, wrap_trainer
-from msm_plugin.losses import MSMConfig, MSMLoss, MSMTerm, msm_loss
+from msm_plugin.context import LossContext, compose
+from msm_plugin.losses import MSMConfig, MSMLoss, MSMTerm, msm_loss  # registers the built-in losses
 from msm_plugin.motion import motion_score
-from msm_plugin.registry import (
-    ENTRY_POINT_GROUP,
-    LossContext,
-    available_losses,
-    compose,
-    get_loss,
-    register_loss,
-)
+from msm_plugin.registry import ENTRY_POINT_GROUP, available_losses, get_loss, register_loss
 
 try:
     __version__ = _metadata.version("msm-plugin")
