@@ -101,7 +101,7 @@ def main() -> None:
         script = write_causvid_standin(tmp)
         run("msm-plugin", "patch", "causvid", tmp, "--check")
         run("msm-plugin", "patch", "causvid", tmp)
-        if "build_extra_losses(config)" not in script.read_text():
+        if 'check_extra_losses(config, host="causvid")' not in script.read_text():
             sys.exit("check_wheel: `msm-plugin patch causvid` left the stand-in unpatched")
     print(f"check_wheel: msm-plugin {msm_plugin.__version__} from {package}: entry points, config route, motion losses and patch OK")
 

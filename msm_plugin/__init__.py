@@ -3,7 +3,8 @@
 from importlib import metadata as _metadata
 
 from msm_plugin.adapters import active_losses, unwrap_trainer, wrap_trainer
-from msm_plugin.losses import (
+from msm_plugin.context import LossContext, compose
+from msm_plugin.losses import (  # registers the built-in losses
     MSMConfig,
     MSMLoss,
     MSMTerm,
@@ -14,14 +15,7 @@ from msm_plugin.losses import (
     temporal_variance_loss,
 )
 from msm_plugin.motion import motion_score
-from msm_plugin.registry import (
-    ENTRY_POINT_GROUP,
-    LossContext,
-    available_losses,
-    compose,
-    get_loss,
-    register_loss,
-)
+from msm_plugin.registry import ENTRY_POINT_GROUP, available_losses, get_loss, register_loss
 
 try:
     __version__ = _metadata.version("msm-plugin")

@@ -23,7 +23,7 @@ def test_patch_check_then_apply_then_already_applied(tmp_path, capsys):
     assert main(["patch", "causvid", str(tmp_path)]) == 0
     patched = script.read_text()
     added = [line for line in patched.splitlines() if "msm_plugin" in line or "msm-plugin" in line]
-    assert len(added) == 5 and "build_extra_losses(config)" in patched
+    assert len(added) == 4 and 'check_extra_losses(config, host="causvid")' in patched
     compile(patched, str(script), "exec")  # the patched stand-in is still Python
 
     assert main(["patch", "causvid", str(tmp_path)]) == 0

@@ -16,7 +16,7 @@ from msm_plugin.losses.pair_weights import (
     exponential_pair_weights,
     hybrid_pair_weights,
 )
-from msm_plugin.registry import LossContext
+from msm_plugin.context import LossContext
 from tests import msm_before_options
 from tests.msm_case import check_against_reference, random_inputs
 from tests.reference import hybrid_weights_reference, msm_reference, weighted_msm_reference

@@ -4,14 +4,13 @@ import pytest
 import torch
 
 from msm_plugin import registry
+from msm_plugin.context import LossContext, compose
 from msm_plugin.losses.msm import MSMTerm
 from msm_plugin.registry import (
     DuplicateLossError,
-    LossContext,
     LossPluginError,
     UnknownLossError,
     available_losses,
-    compose,
     get_loss,
     load_entry_points,
     register_loss,
@@ -53,7 +52,7 @@ def fresh(monkeypatch):
     """An empty registry whose entry points are the list this fixture returns."""
     monkeypatch.setattr(registry, "_registry", registry._Registry())
     eps = []
-    monkeypatch.setattr(registry, "_entry_points", lambda group: eps)
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
     return eps
 
 

@@ -38,7 +38,8 @@ from msm_plugin.options import (
     real_at_least,
     real_between,
 )
-from msm_plugin.registry import dmd_normalizer, register_loss
+from msm_plugin.context import dmd_normalizer
+from msm_plugin.registry import register_loss
 
 __all__ = ["MSMConfig", "MSMLoss", "MSMTerm", "msm_loss", "scheduled_lam"]
 
@@ -554,7 +555,7 @@ class MSMTerm:
 
     Example:
         >>> import torch
-        >>> from msm_plugin.registry import LossContext
+        >>> from msm_plugin.context import LossContext
         >>> x = torch.zeros(1, 3, 1, 1, 1, requires_grad=True)
         >>> real = torch.tensor([0.0, 1.0, 2.0]).reshape(1, 3, 1, 1, 1)
         >>> loss, logs = MSMTerm(lam=0.5, normalization="none")(LossContext(x, real, torch.zeros_like(real)))

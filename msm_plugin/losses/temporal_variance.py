@@ -231,7 +231,7 @@ class TemporalVarianceTerm:
 
     Example:
         >>> import torch
-        >>> from msm_plugin.registry import LossContext
+        >>> from msm_plugin.context import LossContext
         >>> static = torch.zeros(1, 4, 1, 2, 2, requires_grad=True)
         >>> term = TemporalVarianceTerm()
         >>> loss, logs = term(LossContext(static, static.detach(), static.detach()))
