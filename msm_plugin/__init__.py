@@ -4,7 +4,16 @@ from importlib import metadata as _metadata
 
 from msm_plugin.adapters import active_losses, unwrap_trainer, wrap_trainer
 from msm_plugin.context import LossContext, compose
-from msm_plugin.losses import MSMConfig, MSMLoss, MSMTerm, msm_loss  # registers the built-in losses
+from msm_plugin.losses import (  # registers the built-in losses
+    MSMConfig,
+    MSMLoss,
+    MSMTerm,
+    TemporalVarianceConfig,
+    TemporalVarianceLoss,
+    TemporalVarianceTerm,
+    msm_loss,
+    temporal_variance_loss,
+)
 from msm_plugin.motion import motion_score
 from msm_plugin.registry import ENTRY_POINT_GROUP, available_losses, get_loss, register_loss
 
@@ -20,6 +29,9 @@ __all__ = sorted(
         "MSMConfig",
         "MSMLoss",
         "MSMTerm",
+        "TemporalVarianceConfig",
+        "TemporalVarianceLoss",
+        "TemporalVarianceTerm",
         "active_losses",
         "available_losses",
         "compose",
@@ -27,6 +39,7 @@ __all__ = sorted(
         "motion_score",
         "msm_loss",
         "register_loss",
+        "temporal_variance_loss",
         "unwrap_trainer",
         "wrap_trainer",
     ]

@@ -99,7 +99,8 @@ def wrap_trainer(trainer: Any, lam: Optional[float] = None, *, host: HostArg = N
         host: force a host by name instead of detecting it.
         **options: other MSM options (fields of :class:`~msm_plugin.losses.msm.MSMConfig`:
             ``normalization``, ``order``, ``timestep_policy``, ``per_pair_logs``, ``feature``,
-            ``warmup_steps``, ``ramp_steps``, ``start_step``, ``t_min``, ``t_max``, ``smoothing``).
+            ``warmup_steps``, ``ramp_steps``, ``start_step``, ``t_min``, ``t_max``, ``smoothing``,
+            ``pair_weights``, ``pair_weights_mix``, ``pair_weights_base``).
 
     Returns:
         ``trainer`` itself.

@@ -119,7 +119,7 @@ def parse_extra_losses(
         >>> parse_extra_losses({"extra_losses": ["msm"], "msm": {"lamda": 0.5}})
         Traceback (most recent call last):
         ...
-        ValueError: unknown option `msm.lamda`; did you mean `lam`? Options of extra loss 'msm': lam, normalization, order, timestep_policy, per_pair_logs, feature, warmup_steps, ramp_steps, start_step, t_min, t_max, smoothing
+        ValueError: unknown option `msm.lamda`; did you mean `lam`? Options of extra loss 'msm': lam, normalization, order, timestep_policy, per_pair_logs, feature, warmup_steps, ramp_steps, start_step, t_min, t_max, smoothing, pair_weights, pair_weights_mix, pair_weights_base
     """
     cfg = config_mapping(config)
     overrides = dict(overrides or {})

@@ -147,8 +147,9 @@ class TestEntryPoints:
     def test_msm_is_registered_in_code_next_to_its_definition(self):
         assert get_loss("msm") is MSMTerm
         assert registry._registry.origins["msm"] == "module msm_plugin.losses.msm"
+        assert registry._registry.origins["temporal_variance"] == "module msm_plugin.losses.temporal_variance"
 
-    def test_a_source_tree_without_any_entry_point_knows_msm(self, tmp_path):
+    def test_a_source_tree_without_any_entry_point_knows_the_built_in_losses(self, tmp_path):
         # A vendored copy / PYTHONPATH checkout: no distribution metadata declares anything.
         import os
         import subprocess
@@ -166,7 +167,7 @@ class TestEntryPoints:
         env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
         out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
-        assert out.stdout.strip() == "['msm'] ['msm']"
+        assert out.stdout.strip() == "['msm', 'temporal_variance'] ['msm']"
 
 
 class TestCompose:
