@@ -49,8 +49,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from msm_plugin.config import EXTRA_LOSSES_KEY, unused_setting
 from msm_plugin.context import ExtraLoss
 from msm_plugin.hosts import Host, detect_host, get_host
+from msm_plugin.registry import available_losses, get_loss
 from msm_plugin.hosts.dmd_chain import is_wrapped, wrap_dmd
 
 __all__ = [
@@ -85,13 +87,29 @@ def find_dmd(trainer: Any, *, host: HostArg = None) -> Tuple[Any, Any]:
     return target, config
 
 
+def _check_keywords(options: Dict[str, Any]) -> None:
+    """Refuse a keyword that names a loss, a list of losses or another loss's option: wrap_trainer
+    takes MSM's options only (the rest comes from the config), and would otherwise report it as
+    an unknown MSM option with no hint of what was meant."""
+    own = get_loss("msm").options_class.option_names()
+    for key in options:
+        guess = None if key in own else (key if key == EXTRA_LOSSES_KEY or key in available_losses() else unused_setting(key))
+        if guess is not None:
+            raise ValueError(
+                f"wrap_trainer keyword `{key}` is not used: it takes MSM's options as keywords "
+                f"(wrap_trainer(trainer, lam=0.5, order=2)); other losses and their options come from the config (`{guess}`)"
+            )
+
+
 def wrap_trainer(trainer: Any, lam: Optional[float] = None, *, host: HostArg = None, **options: Any) -> Any:
     """Add MSM (``+ lam * msm_loss``, paper eq. 12) to the trainer's DMD generator loss, in place.
 
     Options not given are read from the config's ``msm:`` section (CausVid/Self-Forcing
     ``trainer.config``, a DMD object's ``.args``, a FastVideo method's ``method_config``, the
     keyword arguments an msm-plugin FastGen model was built with); other losses listed in the config's
-    ``extra_losses`` are added too. Wrapping again warns and replaces (never stacks).
+    ``extra_losses`` are added too. Wrapping again replaces (never stacks), with a warning that
+    lists what changed; the schedules continue. Given a trainer, the schedules follow its step
+    (:meth:`~msm_plugin.hosts.Host.step_source`).
 
     Args:
         trainer: a trainer or DMD object of a known host (:func:`msm_plugin.hosts.available_hosts`).
@@ -105,12 +123,13 @@ def wrap_trainer(trainer: Any, lam: Optional[float] = None, *, host: HostArg = N
     Returns:
         ``trainer`` itself.
     """
+    _check_keywords(options)
     h, target, config = _resolve(trainer, host)
     msm_options = dict(options)
     if lam is not None:
         msm_options["lam"] = lam
     losses = h.build_losses(config, overrides={"msm": msm_options})
-    h.install(target, losses)
+    h.attach(trainer, losses)
     return trainer
 
 
@@ -122,7 +141,7 @@ def apply_extra_losses(trainer: Any, *, host: HostArg = None) -> Any:
     h, target, config = _resolve(trainer, host)
     losses = h.build_losses(config)
     if losses:
-        h.install(target, losses)
+        h.attach(trainer, losses)
     return trainer
 
 

@@ -2,6 +2,8 @@
 
     msm-plugin patch NAME DIR [--check]   apply the shipped patch NAME (e.g. causvid) to the checkout DIR
     msm-plugin config [NAME]              print the example config NAME (without NAME: list them)
+    msm-plugin config NAME --into DIR     place it where the framework checkout DIR's launcher reads
+                                          it (FastGen, FastVideo) and print the command to run
     msm-plugin doctor                     torch and CUDA, importable hosts, registered extra losses
 
 Exit status: 0 done, 1 the patch does not apply or a loss plugin is broken, 2 a usage error
@@ -23,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import List, Optional
 
+from msm_plugin.launch import FOLDER, place
 from msm_plugin.shipped import find_shipped, shipped_files
 
 __all__ = ["build_parser", "main", "probe_host"]
@@ -152,13 +155,22 @@ def patch(name: str, directory: Path, check: bool = False) -> int:
     return 0
 
 
-def config(name: Optional[str]) -> int:
-    """Print the example config ``name``, or list the shipped ones."""
+def config(name: Optional[str], into: Optional[Path] = None) -> int:
+    """Print the example config ``name``, list the shipped ones, or place ``name`` in the checkout
+    ``into`` and print the command that launches it (:func:`msm_plugin.launch.place`)."""
     if name is None:
+        if into is not None:
+            raise ValueError("--into needs the name of the config to place")
         for known, path in shipped_files("config").items():
             print(f"{known:<28} {_first_line(path.read_text()).lstrip('# ').strip(chr(34))}")  # YAML comment or docstring
         return 0
-    print(find_shipped("config", name).read_text(), end="")
+    source = find_shipped("config", name)
+    if into is None:
+        print(source.read_text(), end="")
+        return 0
+    command = place(source, into)
+    print(f"placed {source.name} in {into / FOLDER}; launch it with:")
+    print(command)
     return 0
 
 
@@ -171,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name", help=f"which patch (shipped: {patches})")
     sub.add_argument("directory", type=Path, metavar="DIR", help="the host's checkout (its top folder)")
     sub.add_argument("--check", action="store_true", help="only say whether it applies; change nothing")
-    sub = commands.add_parser("config", help="print a shipped example config")
+    sub = commands.add_parser("config", help="print a shipped example config, or place it in a framework checkout")
     sub.add_argument("name", nargs="?", default=None, help="which config (omit to list them)")
+    sub.add_argument("--into", type=Path, default=None, metavar="DIR",
+                     help="a FastGen / FastVideo checkout: write the config there and print the launch command")
     commands.add_parser("doctor", help="torch and CUDA, importable hosts, registered extra losses")
     return parser
 
@@ -184,7 +198,7 @@ def main(argv=None) -> int:
         if args.command == "patch":
             return patch(args.name, args.directory, check=args.check)
         if args.command == "config":
-            return config(args.name)
+            return config(args.name, args.into)
         return doctor()
     except ValueError as error:  # a bad name or path: find_shipped and patch say which
         print(f"msm-plugin: error: {error}", file=sys.stderr)

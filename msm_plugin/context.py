@@ -32,10 +32,14 @@ class LossContext:
         host: which host produced it (``"causvid"``, ``"self_forcing"``, ``"toy"``, ...).
         timestep_scale: the host's largest timestep, so that ``timestep / timestep_scale`` is the
             noise level in [0, 1] (1: pure noise): 1000 for CausVid / Self-Forcing / FastVideo
-            (their ``num_train_timestep``), 1 for FastGen; None when the host does not say.
+            (their ``num_train_timestep``), the ``max_t`` of the model's noise schedule for
+            FastGen (80 for EDM, pi / 2 trigonometric); None when the host does not say.
         dmd_over: over what the host averages its DMD normaliser: ``"sample"`` (CausVid,
             Self-Forcing, FastGen) or ``"batch"`` (FastVideo's one scalar).
         dmd_eps: what the host adds to it (FastGen: 1e-6; the others: 0).
+        step: the generator step (0-based, in optimiser steps) of this call as the host counts it,
+            from its own step counter (so gradient accumulation and resumed runs follow it); None
+            when the host does not say (a scheduled loss then counts its calls).
     """
 
     generated: Tensor
@@ -47,6 +51,7 @@ class LossContext:
     timestep_scale: Optional[float] = None
     dmd_over: str = "sample"
     dmd_eps: float = 0.0
+    step: Optional[int] = None
 
     @cached_property
     def dmd_normalizer(self) -> Tensor:
@@ -96,6 +101,12 @@ def compose(
 ) -> Tuple[Tensor, Dict[str, Any]]:
     """Add the extra losses to the host's loss: ``host_loss + sum_i weight_i * loss_i``.
 
+    A loss whose weight is 0 at this step (``lam: 0``, a warm-up) is computed without autograd
+    (for its logs) and not added, so the total and every gradient are the host's own, bit for bit:
+    a zero gradient returned through a view of the host's tensors would change the summation order
+    of its backward pass. A loss with a schedule (``follow_host_step``) first follows ``ctx.step``
+    when the host gives it.
+
     Args:
         host_loss: the host's scalar generator loss (DMD).
         host_logs: the host's log dict; every key is kept.
@@ -116,13 +127,17 @@ def compose(
     total = host_loss
     logs: Dict[str, Any] = dict(host_logs)
     for term in losses:
+        if ctx.step is not None and callable(getattr(term, "follow_host_step", None)):
+            term.follow_host_step(ctx.step)
         weight = term.weight  # read first: a scheduled term advances its step in its call
-        value, term_logs = term(ctx)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and weight != 0):
+            value, term_logs = term(ctx)
         if not isinstance(value, Tensor) or value.numel() != 1:
             raise TypeError(f"extra loss {term.name!r} must return a scalar tensor, got {value!r}")
         clash = sorted(set(logs) & set(term_logs))
         if clash:
             raise ValueError(f"extra loss {term.name!r} logs keys that are already present: {clash}")
-        total = total + weight * value.reshape(())
+        if weight != 0:
+            total = total + weight * value.reshape(())
         logs.update(term_logs)
     return total, logs

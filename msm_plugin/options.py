@@ -278,3 +278,8 @@ class LossOptions:
     def check_timesteps(self, unequal: UnequalTimesteps) -> None:
         """Called when the host's config means unequal per-frame score timesteps; a loss that
         cannot work then raises ValueError. The default accepts."""
+
+    def check_host_step(self, source: str) -> None:
+        """Called when the host hands over its own step and restores it on resume (``source``
+        says which, e.g. "FastGen's training iteration"), which a schedule then follows; an option
+        made for placing a resumed run without it raises ValueError. The default accepts."""

@@ -94,8 +94,7 @@ def _prepare(argv: Optional[Sequence[str]], trainer_cls: Optional[Callable[[Any]
 def _train(host: Host, config: Any, losses: list, trainer_cls: Callable[[Any], Any]) -> None:
     trainer = trainer_cls(config)
     if losses:
-        target, _ = host.target(trainer)
-        host.install(target, losses)
+        host.attach(trainer, losses)
         host.route_logs(trainer)
     trainer.train()
     import wandb

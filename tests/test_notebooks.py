@@ -82,12 +82,13 @@ def _text(nb) -> str:
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             if output.output_type == "stream":
+                # one print can arrive in several stream chunks: glue them back as printed
                 parts.append(output.text)
             elif output.output_type in ("display_data", "execute_result"):
                 for mime in ("text/markdown", "text/plain"):
                     if mime in output.data:
-                        parts.append(output.data[mime])
-    return "\n".join(parts)
+                        parts.append(f"\n{output.data[mime]}\n")
+    return "".join(parts)
 
 
 def _count(nb, mime: str) -> int:

@@ -119,7 +119,9 @@ class TestMSMConfig:
         x, real, fake = (torch.randn(2, 4, 1, 2, 2, generator=g, dtype=torch.float64) for _ in range(3))
         config = MSMConfig(lam=0.5, normalization="none", order=2)
         by_fields = msm_loss(x, real, fake, normalization="none", order=2)
-        assert torch.equal(msm_loss(x, real, fake, config=config), by_fields)
+        assert torch.equal(msm_loss(x, real, fake, config=MSMConfig(normalization="none", order=2)), by_fields)
+        with pytest.raises(ValueError, match=r"^msm_loss does not apply `lam` "):  # it would return the unweighted loss
+            msm_loss(x, real, fake, config=config)
         assert torch.equal(MSMLoss(config=config)(x, real, fake), 0.5 * by_fields)
         assert MSMLoss(2.0, config=config).lam == 2.0 and MSMTerm(config).weight == 0.5
 

@@ -47,6 +47,17 @@ class CausVidHost(DMDChainHost):
     framework_module = "causvid.dmd"
     description = "a CausVid Trainer (with .distillation_model) or a DMD object (with compute_distribution_matching_loss)"
     logging_methods = ("train_one_step",)
+    # The top-level keys of CausVid's configs (configs/*.yaml at ca21150) and the flags its script sets.
+    config_keys = frozenset({
+        "backward_simulation", "batch_size", "beta1", "beta2", "data_path", "denoising_loss_type",
+        "denoising_step_list", "dfake_gen_update_ratio", "distillation_loss", "fake_score_fsdp_wrap_strategy",
+        "fake_score_grad", "fake_task_type", "generator_ckpt", "generator_fsdp_wrap_strategy", "generator_grad",
+        "generator_name", "generator_task", "gradient_checkpointing", "image_or_video_shape", "log_iters", "lr",
+        "mixed_precision", "model_name", "negative_prompt", "no_save", "no_visualize", "num_frame_per_block",
+        "num_train_timestep", "output_path", "real_guidance_scale", "real_score_fsdp_wrap_strategy", "real_score_grad",
+        "real_task_type", "seed", "sharding_strategy", "text_encoder_fsdp_wrap_strategy", "timestep_shift",
+        "wandb_entity", "wandb_host", "wandb_key", "wandb_name", "wandb_project", "warp_denoising_step",
+    })
 
     def trainer_dmd(self, trainer: Any) -> Optional[Tuple[Any, Any]]:
         if hasattr(trainer, "distillation_model"):

@@ -66,11 +66,13 @@ class MSMConfig(LossOptions):
         per_pair_logs: log mean |D| per frame pair too (the registry term only).
         feature: per-frame callable ``[N, C, H, W] -> [N, ...]`` (sec. 6.1); code only.
         warmup_steps, ramp_steps: the schedule of the weight (the registry term and
-            :class:`MSMLoss`): 0 for the first ``warmup_steps`` generator steps, then a linear
-            ramp to ``lam`` over ``ramp_steps`` steps (see :func:`scheduled_lam`). 0, 0: ``lam``
-            from the first step (the paper).
-        start_step: the generator step the registry term's own counter starts from, for a
-            resumed run (or :meth:`MSMTerm.set_step`).
+            :class:`MSMLoss`): 0 for the first ``warmup_steps`` generator steps (optimiser
+            steps), then a linear ramp to ``lam`` over ``ramp_steps`` steps (see
+            :func:`scheduled_lam`). 0, 0: ``lam`` from the first step (the paper).
+        start_step: the generator steps made before the step counter the schedule follows
+            starts: of earlier runs, for a resumed run whose host restarts its step at 0 (CausVid,
+            Self-Forcing) or that counts calls (a bare DMD object, or :meth:`MSMTerm.set_step`).
+            Refused where the host restores its step on resume (FastVideo, FastGen).
         t_min, t_max: the noise range, fractions of the host's timestep range
             (``timestep / LossContext.timestep_scale``; 1 is pure noise): only samples (frames)
             whose score timestep lies in ``[t_min, t_max]`` count. 0, 1: all (the paper).
@@ -135,6 +137,14 @@ class MSMConfig(LossOptions):
         """Frames an entry of the motion operator spans minus one: ``order`` (+ 2 when smoothed)."""
         return self.order + _SMOOTHING_REACH[self.smoothing]
 
+    def check_host_step(self, source: str) -> None:
+        """The schedule follows a host step that survives a resume there: ``start_step`` would count twice."""
+        if self.start_step:
+            raise ValueError(
+                f"MSM's `start_step` ({self.start_step}) is not used: the schedule follows {source}, "
+                "which the host restores on resume; remove `start_step`"
+            )
+
     def check_timesteps(self, unequal: UnequalTimesteps) -> None:
         """The strict policy refuses a config with unequal per-frame score timesteps (sec. 6.2)."""
         if self.timestep_policy == "strict":
@@ -172,14 +182,36 @@ def scheduled_lam(config: MSMConfig, step: int) -> float:
     return config.lam * done / config.ramp_steps
 
 
-def _config(config: Optional[MSMConfig], options: Dict[str, Any]) -> MSMConfig:
-    """``config`` or ``MSMConfig(**options)``: one of the two, never both."""
+#: The options that change the result but that a consumer of an MSMConfig does not apply, and why.
+_UNAPPLIED = {
+    "msm_loss": (("lam", "warmup_steps", "ramp_steps", "start_step"),
+                 "it returns the unweighted loss: weight it yourself, or use MSMLoss"),
+    "MSMLoss": (("start_step",), "it takes the generator step in each call: forward(..., step=s)"),
+}
+
+
+def _config(config: Optional[MSMConfig], options: Dict[str, Any], who: Optional[str] = None) -> MSMConfig:
+    """``config`` or ``MSMConfig(**options)``: one of the two, never both; ``who`` (a key of
+    :data:`_UNAPPLIED`) refuses the options it would not apply when they differ from their
+    defaults (a default gives the same result whether applied or not).
+
+    Example:
+        >>> _config(None, {"lam": 0.0}, "msm_loss")
+        Traceback (most recent call last):
+        ...
+        ValueError: msm_loss does not apply `lam` (it returns the unweighted loss: weight it yourself, or use MSMLoss)
+    """
     if config is None:
-        return MSMConfig(**options)
-    if not isinstance(config, MSMConfig):
+        config = MSMConfig(**options)
+    elif not isinstance(config, MSMConfig):
         raise TypeError(f"`config` should be an MSMConfig, got {type(config).__name__}")
-    if options:
+    elif options:
         raise TypeError(f"pass either `config` or MSM options ({', '.join(options)}), not both")
+    defaults = MSMConfig()
+    given = [k for k in (_UNAPPLIED[who][0] if who else ()) if getattr(config, k) != getattr(defaults, k)]
+    if given:
+        names, why = ", ".join(f"`{k}`" for k in given), _UNAPPLIED[who][1]
+        raise ValueError(f"{who} does not apply {names} ({why})")
     return config
 
 
@@ -364,7 +396,9 @@ def _msm_terms(
                 normalizer = gap.mul_(weights).flatten(1).sum(1) / per_sample.clamp(min=1)
         g = delta
         if normalizer is not None:
-            g = torch.nan_to_num_(g.div_(normalizer.reshape(-1, *([1] * (len(shape) - 1)))))
+            # n = 0: the sample adds 0 (x / inf), not nan_to_num(x / 0) ~ 1.8e308, whose square is inf
+            safe = normalizer.masked_fill(normalizer == 0, float("inf"))
+            g = torch.nan_to_num_(g.div_(safe.reshape(-1, *([1] * (len(shape) - 1)))))
         if weights is not None:
             g = g.mul_(weights)
         pair_weights = None
@@ -400,13 +434,15 @@ def msm_loss(
     map (eq. 13; identity when ``feature`` is None):
 
     .. math::
-        g = \mathrm{nan\_to\_num}\Big(\frac{D f(\hat x_{fake}) - D f(\hat x_{real})}{n}\Big), \qquad
+        g = \frac{D f(\hat x_{fake}) - D f(\hat x_{real})}{n}, \qquad
         \mathcal{L} = \tfrac12\,\mathrm{mean}\big(D f(x) - \mathrm{sg}[D f(x) - g]\big)^2,
 
     so that :math:`\partial\mathcal{L}/\partial x = J_f^\top D^\top g / N` (``N`` motion entries
     counted). ``n`` is per sample, over all non-batch dims: ``"motion"``: mean
     :math:`|D f(x) - D f(\hat x_{real})|`; ``"dmd"``: mean :math:`|x - \hat x_{real}|` (the host's
-    DMD normaliser); ``"none"``: 1. Computed in float64 like the hosts' DMD loss.
+    DMD normaliser); ``"none"``: 1. A sample whose ``n`` is 0 (its generated motion, or video
+    for ``"dmd"``, equal to the teacher's) adds 0: there is no scale to divide by, and ``x / 0``
+    would put an infinite loss and gradient into the weights. Computed in float64 like the hosts' DMD loss.
 
     With ``smoothing="binomial"``, :math:`D` is replaced everywhere (``g``, ``n``, the gradient)
     by :math:`M = D S`, :math:`S` the valid ``[1, 2, 1] / 4`` filter along frames
@@ -436,7 +472,7 @@ def msm_loss(
             across frames; ``"pairs"`` counts only entries whose frames share a timestep),
             ``t_min``/``t_max`` (the noise range), ``smoothing`` (``"none"``, ``"binomial"``),
             ``pair_weights`` (``"none"``, ``"hybrid"``) with ``pair_weights_mix``/``_base``.
-            ``lam`` and its schedule are not applied here.
+            ``lam`` and its schedule are not applied here, so they are refused.
 
     Returns:
         float64 scalar tensor.
@@ -452,7 +488,7 @@ def msm_loss(
         >>> loss.backward(); x.grad.flatten().tolist()  # D^T g / N: pulls the frames apart
         [0.5, 0.0, -0.5]
     """
-    return _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, _config(config, options), timestep_scale).loss
+    return _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, _config(config, options, "msm_loss"), timestep_scale).loss
 
 
 class MSMLoss(nn.Module):
@@ -476,7 +512,7 @@ class MSMLoss(nn.Module):
 
     def __init__(self, lam: Optional[float] = None, *, config: Optional[MSMConfig] = None, **options: Any) -> None:
         super().__init__()
-        config = _config(config, options)
+        config = _config(config, options, "MSMLoss")
         self.config = config if lam is None else dataclasses.replace(config, lam=lam)
 
     @property
@@ -538,9 +574,13 @@ class MSMTerm:
     """The ``msm`` extra loss for the registry: MSM on what the host already computed.
 
     ``weight`` is the weight of the coming generator step, :func:`scheduled_lam` at :attr:`step`
-    (``lam`` without a schedule). The term counts its own generator steps: each call is one,
-    ``step`` starts at ``start_step`` and advances after a successful call; a resumed run sets it
-    with ``start_step`` or :meth:`set_step`. Calling it returns the unweighted loss and the logs
+    (``lam`` without a schedule). Where the host gives its own generator step
+    (``LossContext.step``, from its step counter: gradient accumulation and resumed runs follow
+    it), :func:`~msm_plugin.context.compose` sets :attr:`step` to ``start_step`` plus that step
+    (:meth:`follow_host_step`); otherwise the term counts its calls: ``step`` starts at
+    ``start_step`` and advances after a successful call (:meth:`set_step` moves it). When nothing
+    is counted (a batch outside the noise range) the value is a 0 without autograd graph.
+    Calling it returns the unweighted loss and the logs
     ``msm_loss``, ``msm_lambda`` (the weight applied at this step), ``msm_gradient_norm`` (mean
     |g| over counted entries, like the host's ``dmdtrain_gradient_norm``), ``msm_pairs_counted``
     (share of motion entries counted) and the "buried motion" diagnostics: mean |D| of the
@@ -579,6 +619,12 @@ class MSMTerm:
         """The generator step the next call computes (0-based; ``start_step`` at construction)."""
         return self._step
 
+    def follow_host_step(self, step: int) -> None:
+        """The host's generator step for the coming call, from its own counter
+        (:attr:`~msm_plugin.context.LossContext.step`): the schedule is at ``start_step + step``,
+        ``start_step`` counting the generator steps of earlier runs that counter does not."""
+        self.set_step(self.config.start_step + step)
+
     def set_step(self, step: int) -> None:
         """Set the generator step of the next call, e.g. to the checkpoint's step on resume."""
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
@@ -612,7 +658,9 @@ class MSMTerm:
                     for k, v in enumerate(per_pair):
                         logs[f"msm_motion_pair/{which}_{k:02d}"] = v
         self._step += 1
-        return terms.loss, logs
+        # nothing counted (a batch outside the noise range): a value without graph, so that no
+        # zero gradient flows back through the host's views and changes its summation order
+        return (terms.loss if terms.num_counted else terms.loss.detach()), logs
 
     def __repr__(self) -> str:
         return f"MSMTerm({_describe_config(self.config)})"

@@ -38,7 +38,7 @@ class SelfForcingLoopTrainer:
                                                   unconditional_dict=uncond, clean_latent=None)
             loss.backward()
             return {**log, "generator_loss": loss.detach()}
-        loss, log = self.model.critic_loss(image_or_video_shape=shape, conditional_dict=cond, unconditional_dict=uncond)
+        loss, log = self.model.critic_loss(image_or_video_shape=shape, conditional_dict=cond, unconditional_dict=uncond, clean_latent=None)
         loss.backward()
         return {"critic_loss": loss.detach()}
 
