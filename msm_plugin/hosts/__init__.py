@@ -102,9 +102,9 @@ def _load() -> None:
                 f"host plugin {ep.name!r} ({ep.value}) from distribution {dist_name(ep)!r} failed to load: "
                 f"{type(exc).__name__}: {first_line(exc)}"
             ) from exc
-        declared = getattr(host, "name", None)
-        if declared != ep.name:
-            raise ValueError(f"{origin(ep)} loads a host named {declared!r}; the entry point's name must be the host's name")
+        is_host = isinstance(host, Host) or (isinstance(host, type) and issubclass(host, Host))
+        if is_host and host.name != ep.name:  # anything else: register_host says what it expected
+            raise ValueError(f"{origin(ep)} loads a host named {host.name!r}; the entry point's name must be the host's name")
         register_host(host, plugin=True, origin=origin(ep))
     _loaded = True
 

@@ -233,6 +233,9 @@ def test_an_entry_point_must_carry_its_hosts_name_and_one_name_one_value(monkeyp
     _fake_host_entry_points(monkeypatch, _FakeEntryPoint("my_fork", ForkHost), _FakeEntryPoint("my_fork", SelfForcingHost))
     with pytest.raises(ValueError, match=r"^host 'my_fork' is declared twice: by entry point 'my_fork' = 'fork:ForkHost' .* and by entry point 'my_fork' = 'fork:SelfForcingHost' "):
         hosts.available_hosts()
+    _fake_host_entry_points(monkeypatch, _FakeEntryPoint("my_fork", type("NotAHost", (), {"name": "my_fork"})))
+    with pytest.raises(TypeError, match=r"^expected a msm_plugin.hosts.Host subclass or instance from entry point 'my_fork' = 'fork:NotAHost' "):
+        hosts.available_hosts()
     other = type("OtherHost", (SelfForcingHost,), {"name": "causvid"})
     _fake_host_entry_points(monkeypatch, _FakeEntryPoint("causvid", other))
     with pytest.raises(ValueError, match=r"^host 'causvid' of OtherHost from entry point 'causvid' = 'fork:OtherHost' .* is already registered by CausVidHost$"):
