@@ -1,8 +1,11 @@
 """Check the installed wheel as a user gets it: run with the wheel's venv active, outside the repository.
 
 - ``msm_plugin`` is imported from site-packages (not the source tree, not an editable install);
-- the ``msm-plugin`` entry point runs; ``doctor`` finds the ``msm`` loss through the wheel's
-  entry-point metadata;
+- the wheel's metadata declares the package's losses and its four hosts in the entry-point groups
+  ``msm_plugin.losses`` and ``msm_plugin.hosts`` (distribution msm-plugin), each resolving to the
+  object registered in code, and no built-in host becomes a "plugin" asked first by detection;
+- the ``msm-plugin`` console script runs; ``doctor`` names the ``msm`` loss and the hosts with
+  their distribution;
 - the config route: the shipped stage-1 config, printed by ``msm-plugin config``, wraps a toy DMD
   (``apply_extra_losses``, as ``msm-train`` and the patch do) and a generator step logs MSM;
 - every motion loss from one config: ``extra_losses: [msm, temporal_variance]`` with MSM's
@@ -13,6 +16,7 @@
 import math
 import runpy
 import shutil
+from importlib import metadata
 import subprocess
 import sys
 import sysconfig
@@ -20,6 +24,16 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+LOSSES = {
+    "msm": "msm_plugin.losses.msm:MSMTerm",
+    "temporal_variance": "msm_plugin.losses.temporal_variance:TemporalVarianceTerm",
+}
+HOSTS = {
+    "causvid": "msm_plugin.hosts.causvid:CausVidHost",
+    "self_forcing": "msm_plugin.hosts.self_forcing:SelfForcingHost",
+    "fastvideo": "msm_plugin.hosts.fastvideo:FastVideoHost",
+    "fastgen": "msm_plugin.hosts.fastgen:FastGenHost",
+}
 
 
 def run(*command: str, cwd=None) -> str:
@@ -46,14 +60,29 @@ def main() -> None:
         if shutil.which(script) is None:
             sys.exit(f"check_wheel: the wheel installed no `{script}` command")
 
+    from msm_plugin import hosts, registry
+
+    for group, expected in (("msm_plugin.losses", LOSSES), ("msm_plugin.hosts", HOSTS)):
+        declared = {ep.name: ep for ep in metadata.entry_points(group=group) if ep.dist.name == "msm-plugin"}
+        values = {name: ep.value for name, ep in declared.items()}
+        if not expected.items() <= values.items():  # a merged loss may add names; none may go missing
+            sys.exit(f"check_wheel: the wheel declares {values} in {group}, expected at least {expected}")
+        for name, ep in declared.items():
+            built_in = registry.get_loss(name) if group == "msm_plugin.losses" else type(hosts.get_host(name))
+            if ep.load() is not built_in:
+                sys.exit(f"check_wheel: entry point {name} = {ep.value} does not resolve to the registered {built_in}")
+    if sorted(hosts.available_hosts()) != sorted(HOSTS) or hosts._plugins:
+        sys.exit(f"check_wheel: hosts {hosts.available_hosts()}, asked first as plugins: {hosts._plugins}")
+
     doctor = run("msm-plugin", "doctor")
-    expected = (
+    needed = [
         "distribution msm-plugin (msm_plugin.losses.msm:MSMTerm)",
         "distribution msm-plugin (msm_plugin.losses.temporal_variance:TemporalVarianceTerm)",
         "pair_weights",
         "shipped patches: causvid",
-    )
-    if not all(text in doctor for text in expected):
+    ]
+    needed += [f"adapter: distribution msm-plugin ({value})" for value in HOSTS.values()]
+    if not all(text in doctor for text in needed):
         sys.exit(f"check_wheel: unexpected `msm-plugin doctor` output:\n{doctor}")
 
     class Shrink(torch.nn.Module):  # a stand-in score network: x0 = (1 - t/scale) x_t
@@ -103,7 +132,7 @@ def main() -> None:
         run("msm-plugin", "patch", "causvid", tmp)
         if 'check_extra_losses(config, host="causvid")' not in script.read_text():
             sys.exit("check_wheel: `msm-plugin patch causvid` left the stand-in unpatched")
-    print(f"check_wheel: msm-plugin {msm_plugin.__version__} from {package}: entry points, config route, motion losses and patch OK")
+    print(f"check_wheel: msm-plugin {msm_plugin.__version__} from {package}: entry points (losses, hosts), config route, motion losses and patch OK")
 
 
 if __name__ == "__main__":

@@ -4,15 +4,16 @@
     msm-plugin config [NAME]              print the example config NAME (without NAME: list them)
     msm-plugin config NAME --into DIR     place it where the framework checkout DIR's launcher reads
                                           it (FastGen, FastVideo) and print the command to run
-    msm-plugin doctor                     torch and CUDA, importable hosts, registered extra losses
+    msm-plugin doctor                     torch and CUDA, hosts (importable here?), extra losses, where each comes from
 
-Exit status: 0 done, 1 the patch does not apply or a loss plugin is broken, 2 a usage error
+Exit status: 0 done, 1 the patch does not apply or a host / loss plugin is broken, 2 a usage error
 (unknown name, missing folder); errors are one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import os
@@ -23,7 +24,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Mapping, Optional
 
 from msm_plugin.launch import FOLDER, place
 from msm_plugin.shipped import find_shipped, shipped_files
@@ -57,28 +58,59 @@ def probe_host(module: str) -> str:
     return "importable"
 
 
+@functools.lru_cache(maxsize=1)
+def _distributions() -> Mapping[str, List[str]]:
+    """Top-level import names -> the installed distributions providing them (read once)."""
+    # Python 3.9 lacks packages_distributions; the module then still says where a plugin comes from.
+    return metadata.packages_distributions() if hasattr(metadata, "packages_distributions") else {}
+
+
+def _owner(obj: object) -> str:
+    """``"distribution NAME (module:Qualname)"`` for a loss factory or a host class."""
+    module = getattr(obj, "__module__", "?")
+    dists = sorted(set(_distributions().get(module.split(".")[0], ())))
+    where = f"distribution {', '.join(dists)}" if dists else "no installed distribution"
+    return f"{where} ({module}:{getattr(obj, '__qualname__', obj)})"
+
+
 def _losses() -> List[str]:
     """Per registered extra loss: the distribution that ships its factory and the factory, then its
     config options (when it declares them; MSM's variants such as ``pair_weights`` are options)."""
     from msm_plugin.registry import available_losses, get_loss
 
-    # Python 3.9 lacks packages_distributions; the factory's module still says where it comes from.
-    owners = metadata.packages_distributions() if hasattr(metadata, "packages_distributions") else {}
     lines = []
     for name in available_losses():
         factory = get_loss(name)
-        module = getattr(factory, "__module__", "?")
-        dists = sorted(set(owners.get(module.split(".")[0], ())))
-        where = f"distribution {', '.join(dists)}" if dists else "no installed distribution"
-        lines.append(f"  {name:<18} {where} ({module}:{getattr(factory, '__qualname__', factory)})")
+        lines.append(f"  {name:<18} {_owner(factory)}")
         options = getattr(factory, "options_class", None)
         if options is not None:
             lines.append(f"  {'':<18} options: {', '.join(options.option_names())}")
     return lines
 
 
+def _hosts() -> List[str]:
+    """One line per known host: whether its framework imports here, and where the adapter comes from."""
+    from msm_plugin.hosts import available_hosts, get_host
+
+    lines = []
+    here = os.getcwd()
+    added = here not in sys.path  # Self-Forcing imports from its checkout, not from site-packages
+    if added:
+        sys.path.append(here)
+    try:
+        for name in available_hosts():
+            host = get_host(name)
+            module = host.framework_module
+            found = f"{probe_host(module)} (import {module})" if module else "no framework module to probe"
+            lines.append(f"  {name:<18} {found}; adapter: {_owner(type(host))}")
+    finally:
+        if added:
+            sys.path.remove(here)
+    return lines
+
+
 def doctor() -> int:
-    """Print the environment report; 1 when an extra-loss plugin fails to load."""
+    """Print the environment report; 1 when a host or extra-loss plugin fails to load."""
     import torch
 
     import msm_plugin
@@ -91,30 +123,17 @@ def doctor() -> int:
     else:
         cuda = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build, no device visible"
     print(f"torch {torch.__version__}: {cuda}")
-    from msm_plugin.hosts import available_hosts, get_host
-
-    print("hosts:")
-    here = os.getcwd()
-    added = here not in sys.path  # Self-Forcing imports from its checkout, not from site-packages
-    if added:
-        sys.path.append(here)
-    try:
-        for name in available_hosts():
-            module = get_host(name).framework_module
-            found = f"{probe_host(module)} (import {module})" if module else "no framework module to probe"
-            print(f"  {name:<14} {found}")
-    finally:
-        if added:
-            sys.path.remove(here)
-    print("extra losses:")
-    try:
-        print("\n".join(_losses()))
-    except Exception as error:  # a broken plugin: the registry's message names it and its distribution
-        print(f"  cannot list them: {type(error).__name__}: {_first_line(error)}")
-        return 1
+    status = 0
+    for title, listing in (("hosts", _hosts), ("extra losses", _losses)):
+        print(f"{title}:")
+        try:
+            print("\n".join(listing()))
+        except Exception as error:  # a broken plugin: the registry's message names it and its distribution
+            print(f"  cannot list them: {type(error).__name__}: {_first_line(error)}")
+            status = 1
     print(f"shipped patches: {', '.join(shipped_files('patch')) or 'none'}")
     print(f"shipped configs: {', '.join(shipped_files('config')) or 'none'}")
-    return 0
+    return status
 
 
 def _git_apply(directory: Path, patch: Path, *flags: str) -> subprocess.CompletedProcess:
@@ -187,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name", nargs="?", default=None, help="which config (omit to list them)")
     sub.add_argument("--into", type=Path, default=None, metavar="DIR",
                      help="a FastGen / FastVideo checkout: write the config there and print the launch command")
-    commands.add_parser("doctor", help="torch and CUDA, importable hosts, registered extra losses")
+    commands.add_parser("doctor", help="torch and CUDA, hosts, extra losses and where each comes from")
     return parser
 
 

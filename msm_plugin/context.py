@@ -122,7 +122,7 @@ def compose(
         >>> ctx = LossContext(generated=x, pred_real=torch.zeros(1, 3, 1, 2, 2), pred_fake=torch.ones(1, 3, 1, 2, 2))
         >>> total, logs = compose(torch.tensor(1.0, dtype=torch.float64), {"k": 1}, [MSMTerm(lam=0.0)], ctx)
         >>> total.item(), sorted(logs)[:3]
-        (1.0, ['k', 'msm_gradient_norm', 'msm_lambda'])
+        (1.0, ['k', 'msm_grad_ratio', 'msm_gradient_norm'])
     """
     total = host_loss
     logs: Dict[str, Any] = dict(host_logs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import metadata
 from typing import List
 
-__all__ = ["dist_name", "entry_points", "origin"]
+__all__ = ["dist_name", "entry_points", "first_line", "origin"]
 
 
 def entry_points(group: str) -> List[metadata.EntryPoint]:
@@ -30,3 +30,14 @@ def dist_name(ep: metadata.EntryPoint) -> str:
 def origin(ep: metadata.EntryPoint) -> str:
     """How error messages name ``ep``: its name, value and distribution."""
     return f"entry point {ep.name!r} = {ep.value!r} of distribution {dist_name(ep)!r}"
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of ``error``'s message, so that a plugin's failure reads in one line.
+
+    Example:
+        >>> first_line(SyntaxError("invalid syntax\\n  x = = 1"))
+        'invalid syntax'
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else ""

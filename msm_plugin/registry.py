@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List
 
 from msm_plugin.context import ExtraLoss
-from msm_plugin.plugins import dist_name, entry_points, origin
+from msm_plugin.plugins import dist_name, entry_points, first_line, origin
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -141,7 +141,7 @@ def load_entry_points(group: str = ENTRY_POINT_GROUP) -> int:
         except Exception as exc:
             raise LossPluginError(
                 f"extra-loss plugin {ep.name!r} ({ep.value}) from distribution {dist!r} failed to load: "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {first_line(exc)}"
             ) from exc
         known = ep.name in _registry.factories
         _add(ep.name, factory, where)

@@ -112,7 +112,7 @@ def test_section_values_are_normalised_and_code_values_win_and_may_be_callables(
 
 class TestMSMConfig:
     def test_defaults_are_the_papers_msm(self):
-        assert MSMConfig() == MSMConfig(lam=1.0, normalization="motion", order=1, timestep_policy="strict", per_pair_logs=True, feature=None)
+        assert MSMConfig() == MSMConfig(lam=1.0, normalization="motion", order=1, timestep_policy="strict", per_pair_logs=False, feature=None)
 
     def test_function_module_and_term_take_the_config_or_its_fields(self):
         g = torch.Generator().manual_seed(0)

@@ -75,6 +75,17 @@ __all__ = [
 ]
 
 
+def _scalars(logs: Mapping[str, Any]) -> Dict[str, Any]:
+    """The single-number entries of ``logs``: numbers as they are, tensors detached (no device read)."""
+    out: Dict[str, Any] = {}
+    for k, v in logs.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = v
+        elif isinstance(v, Tensor) and v.numel() == 1:
+            out[k] = v.detach().reshape(())
+    return out
+
+
 def scalar_logs(logs: Mapping[str, Any]) -> Dict[str, float]:
     """The single-number entries of ``logs`` as Python floats (what wandb charts).
 
@@ -82,11 +93,12 @@ def scalar_logs(logs: Mapping[str, Any]) -> Dict[str, float]:
         >>> scalar_logs({"a": torch.tensor(0.5), "b": 2, "v": torch.ones(3), "flag": True})
         {'b': 2.0, 'a': 0.5}
     """
-    out = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    tensors = {k: v for k, v in logs.items() if isinstance(v, Tensor) and v.numel() == 1}
+    scalars = _scalars(logs)
+    out = {k: float(v) for k, v in scalars.items() if not isinstance(v, Tensor)}
+    tensors = {k: v for k, v in scalars.items() if isinstance(v, Tensor)}
     if tensors:
         # One device-to-host copy for all of them, not one sync per key.
-        values = torch.stack([v.detach().reshape(()).double() for v in tensors.values()]).tolist()
+        values = torch.stack([v.double() for v in tensors.values()]).tolist()
         out.update(zip(tensors, values))
     return out
 
@@ -231,10 +243,10 @@ class ExtraLosses:
         >>> from msm_plugin.registry import get_loss
         >>> x = torch.zeros(1, 3, 1, 1, 1, requires_grad=True)
         >>> real = torch.tensor([0.0, 1.0, 2.0]).reshape(1, 3, 1, 1, 1)
-        >>> extra = ExtraLosses([get_loss("msm")(lam=0.5, normalization="none", per_pair_logs=False)])
+        >>> extra = ExtraLosses([get_loss("msm")(lam=0.5, normalization="none")])
         >>> total, logs = extra.add(torch.tensor(1.0, dtype=torch.float64), {}, LossContext(x, real, torch.zeros_like(real)))
-        >>> total.item(), sorted(extra.pop_logs())[:3]
-        (1.25, ['dmd_loss', 'msm_gradient_norm', 'msm_lambda'])
+        >>> total.item(), sorted(extra.pop_logs())[:4]
+        (1.25, ['dmd_loss', 'msm_grad_ratio', 'msm_gradient_norm', 'msm_lambda'])
     """
 
     def __init__(self, losses: Iterable[ExtraLoss]) -> None:
@@ -243,7 +255,7 @@ class ExtraLosses:
             if not (callable(loss) and isinstance(getattr(loss, "name", None), str) and isinstance(getattr(loss, "weight", None), (int, float))):
                 raise TypeError(f"expected built extra losses with `name`, `weight` and __call__(ctx), got {loss!r}")
         self.losses: Tuple[ExtraLoss, ...] = losses
-        self._last_logs: Dict[str, float] = {}
+        self._last_logs: Dict[str, Any] = {}
         #: The host's generator step, read for each context that has none (see :meth:`Host.step_source`).
         self.step_source: Optional[Callable[[], int]] = None
 
@@ -282,19 +294,25 @@ class ExtraLosses:
         return "; ".join([text] + steps)
 
     def add(self, host_loss: Tensor, host_logs: Mapping[str, Any], ctx: LossContext) -> Tuple[Tensor, Dict[str, Any]]:
-        """``(host_loss + sum weight * loss, logs)``; remembers the new scalar logs for :meth:`pop_logs`."""
+        """``(host_loss + sum weight * loss, logs)``; remembers the new scalar logs for :meth:`pop_logs`
+        (as they are: nothing is read from the device here)."""
         if "dmd_loss" in host_logs:
             raise ValueError("the host's log dict already has a `dmd_loss` key; the adapter would overwrite it")
         if ctx.step is None and self.step_source is not None:
             ctx = dataclasses.replace(ctx, step=self.step_source())
         total, logs = compose(host_loss, {**host_logs, "dmd_loss": host_loss.detach()}, self.losses, ctx)
-        self._last_logs = scalar_logs({k: v for k, v in logs.items() if k not in host_logs})
+        self._last_logs = _scalars({k: v for k, v in logs.items() if k not in host_logs})
         return total, logs
 
-    def pop_logs(self) -> Dict[str, float]:
-        """The scalar logs of the last generator step (``{}`` when none ran since the last pop)."""
+    def pop_logs(self, *, floats: bool = True) -> Dict[str, Any]:
+        """The scalar logs of the last generator step (``{}`` when none ran since the last pop).
+
+        ``floats=True``: Python floats, read from the device in one transfer (:func:`scalar_logs`);
+        ``False``: Python numbers and detached 0-d tensors as logged, for a host whose logger
+        reads device scalars itself (FastVideo reads them once per optimiser step).
+        """
         logs, self._last_logs = self._last_logs, {}
-        return logs
+        return scalar_logs(logs) if floats else logs
 
 
 class Host(ABC):

@@ -27,8 +27,9 @@ the extra losses as keyword arguments of that same call::
   normaliser is the same (the context carries ``dmd_eps=1e-6``).
 - Loss and logs: ``loss_map["total_loss"]`` (VSD + GAN, what FastGen back-propagates) gains
   ``sum weight * loss``; ``loss_map`` gains ``dmd_loss`` (FastGen's total before the extra
-  losses), ``msm_loss``, ``msm_lambda``, ``msm_gradient_norm`` and the motion diagnostics, as
-  tensors, which FastGen's wandb callback logs as ``train/<key>``.
+  losses) and the extra losses' scalars (``msm_loss``, ``msm_lambda``, ``msm_grad_ratio``, the
+  motion diagnostics, ...), as 0-d tensors: FastGen's wandb callback reads each with
+  ``.float().item()`` (tensors only, charted in float32) and logs it as ``train/<key>``.
 - The fake-score / discriminator step (``_fake_score_discriminator_update_step``) is not touched.
 """
 
@@ -83,10 +84,16 @@ def max_time(model: Any) -> Optional[float]:
 
 
 def _loss_map_entry(value: Any, device: torch.device) -> Tensor:
-    """A log value as FastGen's loss_map holds it: a detached scalar tensor."""
+    """A log value as FastGen's loss_map holds it: a detached scalar tensor.
+
+    FastGen's wandb callback reads every entry as ``value.float().item()``: a Python float would
+    break it, and every value is charted in float32 (``msm_lambda`` 0.7 shows as 0.699999988;
+    FastGen's own losses too). A number is written in float64 with ``torch.full``, a fill kernel:
+    ``torch.tensor(value, device=...)`` would be a host-to-device copy that waits for the device.
+    """
     if isinstance(value, Tensor):
         return value.detach().reshape(())
-    return torch.tensor(float(value), device=device)
+    return torch.full((), float(value), dtype=torch.float64, device=device)
 
 
 def _student_update_step(

@@ -152,7 +152,9 @@ def _single_train_step(method: Any, original: Any, batch: Any, iteration: int) -
     with following_step(method, lambda: generator_steps_before(iteration, generator_interval(method), first=1)):
         loss_map, outputs, metrics = original(batch, iteration)
     extra = extra_of(method)
-    logs = {} if extra is None else extra.pop_logs()
+    # device scalars as they are: FastVideo sums them over gradient accumulation on the device and
+    # reads each once per optimiser step, so the hook adds no device sync
+    logs = {} if extra is None else extra.pop_logs(floats=False)
     clash = sorted(set(logs) & set(metrics))
     if clash:
         raise ValueError(f"FastVideo's step metrics already have the keys {clash}; the extra losses would overwrite them")

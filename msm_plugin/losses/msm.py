@@ -63,7 +63,8 @@ class MSMConfig(LossOptions):
         normalization: ``"motion"``, ``"dmd"`` or ``"none"`` (see :func:`msm_loss`).
         order: 1 (velocity, eq. 10) or higher (2: acceleration).
         timestep_policy: ``"strict"`` (one timestep per sample) or ``"pairs"``.
-        per_pair_logs: log mean |D| per frame pair too (the registry term only).
+        per_pair_logs: also log mean |D| per frame pair, ``3 (F - order)`` more keys per step
+            (the registry term only; off by default: 60 keys at Wan's 21 latent frames).
         feature: per-frame callable ``[N, C, H, W] -> [N, ...]`` (sec. 6.1); code only.
         warmup_steps, ramp_steps: the schedule of the weight (the registry term and
             :class:`MSMLoss`): 0 for the first ``warmup_steps`` generator steps (optimiser
@@ -88,7 +89,7 @@ class MSMConfig(LossOptions):
 
     Example:
         >>> MSMConfig(lam=1, order=2)
-        MSMConfig(lam=1.0, normalization='motion', order=2, timestep_policy='strict', per_pair_logs=True, feature=None, warmup_steps=0, ramp_steps=0, start_step=0, t_min=0.0, t_max=1.0, smoothing='none', pair_weights='none', pair_weights_mix=0.7, pair_weights_base=1.2)
+        MSMConfig(lam=1.0, normalization='motion', order=2, timestep_policy='strict', per_pair_logs=False, feature=None, warmup_steps=0, ramp_steps=0, start_step=0, t_min=0.0, t_max=1.0, smoothing='none', pair_weights='none', pair_weights_mix=0.7, pair_weights_base=1.2)
         >>> MSMConfig(normalization="motoin")
         Traceback (most recent call last):
         ...
@@ -99,7 +100,7 @@ class MSMConfig(LossOptions):
     normalization: str = option("motion", one_of(*NORMALIZATIONS))
     order: int = option(1, positive_int("1: velocity, 2: acceleration"))
     timestep_policy: str = option("strict", one_of(*TIMESTEP_POLICIES))
-    per_pair_logs: bool = option(True, boolean)
+    per_pair_logs: bool = option(False, boolean)
     feature: Optional[Callable[[Tensor], Tensor]] = option(None, callable_or_none("applied per frame"), code_only=True)
     warmup_steps: int = option(0, at_least(0))
     ramp_steps: int = option(0, at_least(0))
@@ -339,6 +340,7 @@ class _Terms:
     num_counted: int
     num_total: int
     in_noise_range: Optional[Tensor] = None  # [B, F] bool, when the noise range is on
+    pair_weights: Optional[Tensor] = None  # w, float64 [B, F - reach, 1, ...], when pair_weights is on
 
 
 def _msm_terms(
@@ -414,7 +416,7 @@ def _msm_terms(
             delta.numel(), timestep_policy,
         )
     loss = _MotionMatch.apply(fx, g, order, max(num_counted, 1), config.smoothing == "binomial", pair_weights)
-    return _Terms(loss=loss, grad=g, num_counted=num_counted, num_total=delta.numel(), in_noise_range=in_range)
+    return _Terms(loss=loss, grad=g, num_counted=num_counted, num_total=delta.numel(), in_noise_range=in_range, pair_weights=pair_weights)
 
 
 def msm_loss(
@@ -569,6 +571,68 @@ def _mean_abs_per_pair(d: Tensor) -> Tensor:
     return torch.linalg.vector_norm(per_pair, ord=1, dim=1) / per_pair.shape[1]
 
 
+def _mean_abs(d: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(d, ord=1) / d.numel()
+
+
+def _motion_logs(ctx: Any, config: MSMConfig) -> Dict[str, Tensor]:
+    """The motion diagnostics: mean |D f(.)| of each video and the generated motion's distance to
+    the teacher's and to the critic's (``D`` of order ``order``, unsmoothed; all entries counted)."""
+    with torch.no_grad():
+        # diagnostics only: float32 is exact enough and half the traffic of float64
+        d = {
+            which: motion_score(_per_frame(config.feature, video.detach()).float(), order=config.order)
+            for which, video in (("generated", ctx.generated), ("pred_real", ctx.pred_real), ("pred_fake", ctx.pred_fake))
+        }
+        logs: Dict[str, Tensor] = {}
+        per_pair = {}
+        for which, motion in d.items():
+            if config.per_pair_logs:
+                per_pair[which] = _mean_abs_per_pair(motion)
+                logs[f"msm_motion_{which}"] = per_pair[which].mean()
+            else:
+                logs[f"msm_motion_{which}"] = _mean_abs(motion)
+        logs["msm_motion_gap_real"] = _mean_abs(d["generated"] - d["pred_real"])
+        logs["msm_motion_gap_fake"] = _mean_abs(d["generated"] - d["pred_fake"])
+        for which, values in per_pair.items():
+            for k, v in enumerate(values.unbind()):
+                logs[f"msm_motion_pair/{which}_{k:02d}"] = v
+    return logs
+
+
+def _gradient_ratio(ctx: Any, terms: _Terms, weight: float, config: MSMConfig) -> Tensor:
+    r"""``||weight * dL_MSM/dx|| / ||dL_DMD/dx||`` (L2 over the batch), in closed form, summed in float64.
+
+    Both gradients w.r.t. the generator output ``x`` are known without a backward pass:
+    :math:`\partial L_{MSM}/\partial x = M^\top (w \odot g) / N` (what :class:`_MotionMatch` returns;
+    ``w`` = 1 without pair weights), and
+    the hosts' DMD loss ``0.5 * mean((x - sg[x - grad])^2)`` over the ``N_dmd`` entries it counts
+    (all, or the ``gradient_mask``) has gradient ``grad / N_dmd`` there, with
+    ``grad = nan_to_num((pred_fake - pred_real) / n)`` and ``n`` the host's normaliser
+    (``ctx.dmd_normalizer``). 0 when both are 0, inf when only DMD's is 0.
+    """
+    with torch.no_grad():
+        weighted = terms.grad if terms.pair_weights is None else terms.grad * terms.pair_weights
+        msm = motion_score_adjoint(weighted, order=config.order)
+        if config.smoothing == "binomial":
+            msm = smooth_frames_adjoint(msm)
+        msm_norm = torch.linalg.vector_norm(msm) * (weight / max(terms.num_counted, 1))
+        # float32 at least (a bf16 difference would round), summed in float64
+        work = torch.promote_types(ctx.pred_fake.dtype, torch.float32)
+        diff = ctx.pred_fake.detach().to(work).sub(ctx.pred_real.detach().to(work))
+        count: Any = diff.numel()
+        if ctx.gradient_mask is not None:
+            mask = ctx.gradient_mask.bool()
+            if mask.shape != diff.shape:  # [B, F]: whole frames
+                mask = mask.reshape(*mask.shape[:2], *([1] * (diff.dim() - 2))).expand(diff.shape)
+            diff.mul_(mask)
+            count = mask.sum()
+        squares = torch.linalg.vector_norm(diff.flatten(1), dim=1, dtype=torch.float64).square()  # ||pred_fake - pred_real||^2 per sample
+        per_sample = torch.where(squares == 0, 0.0, squares / ctx.dmd_normalizer.square())  # nan_to_num(0 / 0) = 0
+        dmd_norm = per_sample.sum().sqrt() / count
+        return torch.nan_to_num(msm_norm / dmd_norm, nan=0.0, posinf=float("inf"))
+
+
 @register_loss("msm")
 class MSMTerm:
     """The ``msm`` extra loss for the registry: MSM on what the host already computed.
@@ -580,14 +644,19 @@ class MSMTerm:
     (:meth:`follow_host_step`); otherwise the term counts its calls: ``step`` starts at
     ``start_step`` and advances after a successful call (:meth:`set_step` moves it). When nothing
     is counted (a batch outside the noise range) the value is a 0 without autograd graph.
-    Calling it returns the unweighted loss and the logs
-    ``msm_loss``, ``msm_lambda`` (the weight applied at this step), ``msm_gradient_norm`` (mean
-    |g| over counted entries, like the host's ``dmdtrain_gradient_norm``), ``msm_pairs_counted``
-    (share of motion entries counted) and the "buried motion" diagnostics: mean |D| of the
-    generated video, ``pred_real`` and ``pred_fake``, overall (``msm_motion_<which>``) and per
-    frame pair (``msm_motion_pair/<which>_<kk>``). With a schedule it also logs ``msm_step``;
-    with a noise range ``msm_noise_range_share`` (share of the batch's frames, i.e. of its samples
-    when timesteps are shared, whose timestep lies in ``[t_min, t_max]``).
+    Calling it returns the unweighted loss and the logs ``msm_loss``, ``msm_lambda`` (the weight
+    applied at this step, a Python float), ``msm_gradient_norm`` (mean |g| over counted entries,
+    like the host's ``dmdtrain_gradient_norm``), ``msm_grad_ratio`` (``||lam dL_MSM/dx|| /
+    ||dL_DMD/dx||``, MSM's share of the generator's gradient next to DMD's, computed in closed
+    form; not with a ``feature`` map), the "buried motion" diagnostics ``msm_motion_<which>``
+    (mean |D| of the generated video, ``pred_real`` and ``pred_fake``) and the motion distances
+    ``msm_motion_gap_real`` / ``msm_motion_gap_fake`` (mean |D x - D pred_real| and
+    |D x - D pred_fake|: the generated motion is closer to the teacher's than to the critic's when
+    the first is smaller). Only when they carry information: ``msm_pairs_counted`` (share of
+    motion entries counted; with a gradient mask, the ``pairs`` policy or a noise range),
+    ``msm_step`` (with a schedule), ``msm_noise_range_share`` (with a noise range: share of the
+    batch's frames whose timestep lies in ``[t_min, t_max]``). ``per_pair_logs=True`` adds mean
+    |D| per frame pair, ``msm_motion_pair/<which>_<kk>``.
 
     Args:
         config: an :class:`MSMConfig` (what a config section builds), or
@@ -639,24 +708,23 @@ class MSMTerm:
         c = self.config
         host_normalizer = ctx.dmd_normalizer if c.normalization == "dmd" else None
         terms = _msm_terms(ctx.generated, ctx.pred_real, ctx.pred_fake, ctx.timestep, ctx.gradient_mask, c, ctx.timestep_scale, host_normalizer)
+        weight = self.weight
+        # Values on the host already are Python numbers; the others stay device scalars, read by the
+        # host's logger in one transfer (msm_plugin.hosts.base.scalar_logs) or as it reads its own.
         logs: Dict[str, Any] = {
             "msm_loss": terms.loss.detach(),
-            "msm_lambda": self.weight,
+            "msm_lambda": weight,
             "msm_gradient_norm": torch.linalg.vector_norm(terms.grad, ord=1) / max(terms.num_counted, 1),
-            "msm_pairs_counted": terms.num_counted / terms.num_total,
         }
+        if c.feature is None:  # with a feature map the gradient w.r.t. x needs f's Jacobian
+            logs["msm_grad_ratio"] = _gradient_ratio(ctx, terms, weight, c)
+        if ctx.gradient_mask is not None or c.timestep_policy == "pairs" or c.noise_range_on:
+            logs["msm_pairs_counted"] = terms.num_counted / terms.num_total
         if c.schedule_on:
             logs["msm_step"] = self._step
         if terms.in_noise_range is not None:
             logs["msm_noise_range_share"] = terms.in_noise_range.double().mean()
-        with torch.no_grad():
-            for which, video in (("generated", ctx.generated), ("pred_real", ctx.pred_real), ("pred_fake", ctx.pred_fake)):
-                # diagnostics only: float32 is exact enough and half the traffic of float64
-                per_pair = _mean_abs_per_pair(motion_score(_per_frame(c.feature, video.detach()).float(), order=c.order))
-                logs[f"msm_motion_{which}"] = per_pair.mean()
-                if c.per_pair_logs:
-                    for k, v in enumerate(per_pair):
-                        logs[f"msm_motion_pair/{which}_{k:02d}"] = v
+        logs.update(_motion_logs(ctx, c))
         self._step += 1
         # nothing counted (a batch outside the noise range): a value without graph, so that no
         # zero gradient flows back through the host's views and changes its summation order

@@ -94,8 +94,8 @@ def test_end_to_end_extra_keys_reach_the_wandb_run(tmp_path, monkeypatch):
     for step in (0, 2):
         row = history[step]
         assert {"generator_loss", "critic_loss", "dmdtrain_gradient_norm"} <= row.keys()
-        assert {"msm_loss", "dmd_loss", "msm_lambda", "msm_gradient_norm", "msm_motion_pred_real",
-                "msm_motion_pair/generated_00"} <= row.keys()
+        assert {"msm_loss", "dmd_loss", "msm_lambda", "msm_gradient_norm", "msm_grad_ratio", "msm_motion_pred_real",
+                "msm_motion_gap_real", "msm_motion_gap_fake"} <= row.keys()
         assert row["msm_lambda"] == 0.25
         assert row["generator_loss"] == pytest.approx(row["dmd_loss"] + 0.25 * row["msm_loss"], rel=1e-6)
     assert "critic_loss" in history[1] and "msm_loss" not in history[1] and "generator_loss" not in history[1]
