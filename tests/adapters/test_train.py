@@ -218,3 +218,12 @@ def test_a_malformed_yaml_is_one_line_naming_the_file_and_line(tmp_path, capsys,
     assert err.startswith(f"msm-train: error: {path} is not valid YAML: {where}: {problem}")
     assert Recording.built == []
 
+
+def test_help_lists_only_the_hosts_msm_train_runs_and_says_where_the_others_go(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--host HOST whose trainer to run: causvid, self_forcing (default: causvid)" in text
+    assert "fastgen, fastvideo: not run by msm-train; their framework's own launcher builds msm-plugin's class" in text
+    assert train.runnable_hosts() == ["causvid", "self_forcing"]
