@@ -3,8 +3,10 @@
 Drop-in for CausVid's ``causvid/train_distillation.py`` (default) or, with ``--host self_forcing``,
 Self-Forcing's ``train.py`` (run from its checkout), with the same flags, under torchrun::
 
-    torchrun --nproc_per_node 8 -m msm_plugin.train --config_path examples/configs/causvid_wan_stage1_msm.yaml
-    torchrun --nproc_per_node 8 -m msm_plugin.train --host self_forcing --config_path configs/self_forcing_msm.yaml
+    msm-plugin config causvid_wan_stage1_msm > stage1_msm.yaml
+    torchrun --nproc_per_node 8 -m msm_plugin.train --config_path stage1_msm.yaml
+    msm-plugin config self_forcing_dmd_msm > self_forcing_msm.yaml
+    torchrun --nproc_per_node 8 -m msm_plugin.train --host self_forcing --config_path self_forcing_msm.yaml
 
 Order of events (the config is checked before anything is built or written):
 

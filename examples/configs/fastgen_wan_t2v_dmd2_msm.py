@@ -2,7 +2,9 @@
 
 FastGen's fastgen/configs/experiments/WanT2V/config_dmd2.py unchanged, except that
 ``model_class`` builds msm-plugin's subclass of ``DMD2Model`` with the extra losses as keyword
-arguments (validated before any network is built). Launch from the FastGen checkout:
+arguments (validated before any network is built). Write it out with
+``msm-plugin config fastgen_wan_t2v_dmd2_msm > fastgen_wan_t2v_dmd2_msm.py`` and launch from the
+FastGen checkout:
 
     torchrun --nproc_per_node=8 train.py --config=/path/to/fastgen_wan_t2v_dmd2_msm.py - trainer.fsdp=True
 

@@ -50,8 +50,8 @@ def test_config_paths_named_in_the_launcher_docs_exist():
 
     from msm_plugin import train
 
-    named = re.findall(r"examples/configs/([\w.]+\.yaml)", train.__doc__)
-    assert named and all((CONFIGS / name).is_file() for name in named), named
+    named = re.findall(r"msm-plugin config (\w+)", train.__doc__)
+    assert named and all((CONFIGS / f"{name}.yaml").is_file() for name in named), named
 
 
 def test_self_forcing_example_is_its_dmd_trainer_with_valid_msm():
