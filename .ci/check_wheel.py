@@ -1,6 +1,7 @@
 """Check the installed wheel as a user gets it: run with the wheel's venv active, outside the repository.
 
-- ``msm_plugin`` is imported from site-packages (not the source tree, not an editable install);
+- ``msm_plugin`` is imported from site-packages (not the source tree, not an editable install),
+  and its ``__version__`` is the one pyproject.toml declares;
 - the ``msm-plugin`` entry point runs; ``doctor`` finds the ``msm`` loss through the wheel's
   entry-point metadata;
 - the config route: the shipped stage-1 config, printed by ``msm-plugin config``, wraps a toy DMD
@@ -8,6 +9,7 @@
 - ``msm-plugin patch causvid DIR --check`` and the real apply on a stand-in CausVid tree.
 """
 
+import re
 import runpy
 import shutil
 import subprocess
@@ -39,6 +41,9 @@ def main() -> None:
     package = Path(msm_plugin.__file__).resolve().parent
     if package.parent != site:  # an editable install or the source tree would resolve to REPO/msm_plugin
         sys.exit(f"check_wheel: msm_plugin was imported from {package}, not from the wheel in {site}")
+    declared = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), flags=re.M).group(1)
+    if msm_plugin.__version__ != declared:
+        sys.exit(f"check_wheel: the wheel says version {msm_plugin.__version__}, pyproject.toml {declared}")
     for script in ("msm-plugin", "msm-train", "msm-demo", "msm-eval"):
         if shutil.which(script) is None:
             sys.exit(f"check_wheel: the wheel installed no `{script}` command")
