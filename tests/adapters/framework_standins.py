@@ -1,7 +1,7 @@
 """Tiny stand-ins for FastVideo's and FastGen's DMD method classes, written from their interfaces.
 
-Nothing here is upstream code. What is reproduced (from ``shared/UPSTREAM.md`` and reading the
-interfaces): FastVideo's ``DMD2Method(cfg=..., role_models=...)`` with ``method_config``,
+Nothing here is upstream code. What is reproduced (from reading upstream's sources at FastVideo
+2f3d4074 and FastGen 34f30e8f): FastVideo's ``DMD2Method(cfg=..., role_models=...)`` with ``method_config``,
 ``single_train_step(batch, iteration) -> (loss_map, outputs, metrics)``, ``_dmd_loss`` whose
 predictions are local variables (``critic.predict_x0`` / ``teacher.predict_x0(..., conditional=)``,
 CFG ``uncond + (cond - uncond) * real_score_guidance_scale``, ONE scalar normaliser over the

@@ -1,6 +1,6 @@
 """Tiny stand-ins for the hosts' DMD objects and Trainers, written from their documented interfaces.
 
-Nothing here is upstream code: these classes reproduce what ``shared/UPSTREAM.md`` documents
+Nothing here is upstream code: these classes reproduce what upstream's sources show
 about CausVid (``causvid/dmd.py``, ``causvid/train_distillation.py``) and Self-Forcing
 (``model/dmd.py``, ``trainer/distillation.py``): method names and signatures, the call chain
 ``generator_loss -> _run_generator -> compute_distribution_matching_loss -> _compute_kl_grad``,

@@ -9,7 +9,7 @@ from msm_plugin import active_losses
 from msm_plugin.config import build_extra_losses, parse_extra_losses
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
-# Keys CausVid's Trainer/DMD read without a default (shared/UPSTREAM.md, train_distillation.py, dmd.py).
+# Keys CausVid's Trainer/DMD read without a default (its causvid/train_distillation.py and causvid/dmd.py at ca21150).
 REQUIRED = {
     "model_name", "generator_task", "generator_grad", "real_score_grad", "fake_score_grad", "denoising_step_list",
     "num_train_timestep", "real_guidance_scale", "denoising_loss_type", "mixed_precision", "seed", "lr", "beta1",
