@@ -6,9 +6,12 @@
   entry-point metadata;
 - the config route: the shipped stage-1 config, printed by ``msm-plugin config``, wraps a toy DMD
   (``apply_extra_losses``, as ``msm-train`` and the patch do) and a generator step logs MSM;
+- every motion loss from one config: ``extra_losses: [msm, temporal_variance]`` with MSM's
+  per-pair weights on the same toy DMD, each loss logged (``doctor`` lists both);
 - ``msm-plugin patch causvid DIR --check`` and the real apply on a stand-in CausVid tree.
 """
 
+import math
 import re
 import runpy
 import shutil
@@ -49,7 +52,13 @@ def main() -> None:
             sys.exit(f"check_wheel: the wheel installed no `{script}` command")
 
     doctor = run("msm-plugin", "doctor")
-    if "distribution msm-plugin (msm_plugin.losses.msm:MSMTerm)" not in doctor or "shipped patches: causvid" not in doctor:
+    expected = (
+        "distribution msm-plugin (msm_plugin.losses.msm:MSMTerm)",
+        "distribution msm-plugin (msm_plugin.losses.temporal_variance:TemporalVarianceTerm)",
+        "pair_weights",
+        "shipped patches: causvid",
+    )
+    if not all(text in doctor for text in expected):
         sys.exit(f"check_wheel: unexpected `msm-plugin doctor` output:\n{doctor}")
 
     class Shrink(torch.nn.Module):  # a stand-in score network: x0 = (1 - t/scale) x_t
@@ -73,14 +82,33 @@ def main() -> None:
     ):
         sys.exit(f"check_wheel: the config route gave loss {loss} and logs {sorted(logs)}")
 
+    # Every motion loss at once; no hinge, so the regulariser is added on this one step.
+    config.extra_losses = ["msm", "temporal_variance"]
+    config.msm.pair_weights = "hybrid"
+    config.temporal_variance = {"weight": 0.05, "threshold": None}
+    dmd = apply_extra_losses(ToyDMD(config, Shrink(2000), Shrink(2000), Shrink(1000)))
+    loss, _ = dmd.generator_loss([1, 3, 1, 4, 4], {}, {}, None)
+    logs = pop_extra_logs(dmd)
+    built = {term.name: term for term in msm_plugin.active_losses(dmd)}
+    if not (
+        torch.isfinite(loss)
+        and sorted(built) == ["msm", "temporal_variance"]
+        and built["msm"].config.pair_weights == "hybrid"
+        and logs.get("msm_loss", 0) > 0
+        and logs.get("temporal_variance_active") == 1.0
+        and math.isfinite(logs.get("temporal_variance_loss", math.nan))
+        and logs.get("temporal_variance_variance", 0) > 0
+    ):
+        sys.exit(f"check_wheel: the motion losses gave loss {loss}, losses {sorted(built)} and logs {sorted(logs)}")
+
     write_causvid_standin = runpy.run_path(str(REPO / "tests" / "causvid_standin.py"))["write_causvid_standin"]
     with tempfile.TemporaryDirectory() as tmp:
         script = write_causvid_standin(tmp)
         run("msm-plugin", "patch", "causvid", tmp, "--check")
         run("msm-plugin", "patch", "causvid", tmp)
-        if "build_extra_losses(config)" not in script.read_text():
+        if 'check_extra_losses(config, host="causvid")' not in script.read_text():
             sys.exit("check_wheel: `msm-plugin patch causvid` left the stand-in unpatched")
-    print(f"check_wheel: msm-plugin {msm_plugin.__version__} from {package}: entry points, config route and patch OK")
+    print(f"check_wheel: msm-plugin {msm_plugin.__version__} from {package}: entry points, config route, motion losses and patch OK")
 
 
 if __name__ == "__main__":

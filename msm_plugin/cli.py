@@ -55,7 +55,8 @@ def probe_host(module: str) -> str:
 
 
 def _losses() -> List[str]:
-    """One line per registered extra loss: the distribution that ships its factory, and the factory."""
+    """Per registered extra loss: the distribution that ships its factory and the factory, then its
+    config options (when it declares them; MSM's variants such as ``pair_weights`` are options)."""
     from msm_plugin.registry import available_losses, get_loss
 
     # Python 3.9 lacks packages_distributions; the factory's module still says where it comes from.
@@ -66,7 +67,10 @@ def _losses() -> List[str]:
         module = getattr(factory, "__module__", "?")
         dists = sorted(set(owners.get(module.split(".")[0], ())))
         where = f"distribution {', '.join(dists)}" if dists else "no installed distribution"
-        lines.append(f"  {name:<14} {where} ({module}:{getattr(factory, '__qualname__', factory)})")
+        lines.append(f"  {name:<18} {where} ({module}:{getattr(factory, '__qualname__', factory)})")
+        options = getattr(factory, "options_class", None)
+        if options is not None:
+            lines.append(f"  {'':<18} options: {', '.join(options.option_names())}")
     return lines
 
 

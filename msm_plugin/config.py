@@ -13,7 +13,9 @@ A CausVid / Self-Forcing YAML gains two things::
 a string where a list is expected, an unknown loss (the error lists the known ones), an options
 section that is not a mapping, an unknown or misspelt option (``lamda`` -> did you mean ``lam``),
 a value of the wrong type, a negative ``lam``, an options section for a loss that is not listed,
-and a causal teacher (``real_task_type: causal_video``) under the ``strict`` timestep policy.
+and, given the host's reading of its config (``unequal``), unequal per-frame score timesteps a
+loss cannot work with (MSM's ``strict`` policy under a causal teacher). The hosts build their
+losses through :meth:`msm_plugin.hosts.Host.build_losses`, which passes that reading.
 A loss whose factory declares ``options_class`` (a :class:`~msm_plugin.options.LossOptions`
 dataclass, e.g. ``msm``'s :class:`~msm_plugin.losses.msm.MSMConfig`) has its section validated
 into that object here, once; this module knows no loss and no host by name. Values are only
@@ -27,8 +29,9 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from msm_plugin.options import LossOptions
-from msm_plugin.registry import ExtraLoss, available_losses, get_loss
+from msm_plugin.options import LossOptions, UnequalTimesteps
+from msm_plugin.context import ExtraLoss
+from msm_plugin.registry import available_losses, get_loss
 
 __all__ = ["EXTRA_LOSSES_KEY", "ExtraLossConfig", "build_extra_losses", "config_mapping", "parse_extra_losses"]
 
@@ -88,7 +91,7 @@ def _describe(value: Any) -> str:
 
 
 def parse_extra_losses(
-    config: Any, overrides: Optional[Mapping[str, Mapping[str, Any]]] = None, *, host: Any = None
+    config: Any, overrides: Optional[Mapping[str, Mapping[str, Any]]] = None, *, unequal: Optional[UnequalTimesteps] = None
 ) -> List[ExtraLossConfig]:
     """Validate a config's ``extra_losses`` and per-loss option sections.
 
@@ -98,8 +101,8 @@ def parse_extra_losses(
             they are merged over the config's section and the loss is added if not listed.
             They are validated like the config's, except that they may be Python objects
             (a callable ``feature``).
-        host: the host (name or :class:`~msm_plugin.hosts.Host`) whose config this is; it says
-            which keys mean unequal per-frame score timesteps. None: any registered host's reading.
+        unequal: the host's reading of this config as giving frames unequal score timesteps
+            (:meth:`msm_plugin.hosts.Host.unequal_timesteps`); None: they share one.
 
     Returns:
         One :class:`ExtraLossConfig` per loss, in the config's order; ``[]`` when none is listed.
@@ -116,7 +119,7 @@ def parse_extra_losses(
         >>> parse_extra_losses({"extra_losses": ["msm"], "msm": {"lamda": 0.5}})
         Traceback (most recent call last):
         ...
-        ValueError: unknown option `msm.lamda`; did you mean `lam`? Options of extra loss 'msm': lam, normalization, order, timestep_policy, per_pair_logs, feature, warmup_steps, ramp_steps, start_step, t_min, t_max, smoothing
+        ValueError: unknown option `msm.lamda`; did you mean `lam`? Options of extra loss 'msm': lam, normalization, order, timestep_policy, per_pair_logs, feature, warmup_steps, ramp_steps, start_step, t_min, t_max, smoothing, pair_weights, pair_weights_mix, pair_weights_base
     """
     cfg = config_mapping(config)
     overrides = dict(overrides or {})
@@ -148,9 +151,6 @@ def parse_extra_losses(
             f"the config has an options section `{orphans[0]}:` but `{EXTRA_LOSSES_KEY}` does not list "
             f"{orphans[0]!r}; add `{EXTRA_LOSSES_KEY}: [{orphans[0]}]` or remove the section"
         )
-    from msm_plugin.hosts import unequal_timesteps  # the hosts import this module
-
-    unequal = unequal_timesteps(cfg, host)
     specs = []
     for name in names:
         section = cfg.get(name)
@@ -177,7 +177,7 @@ def parse_extra_losses(
 
 
 def build_extra_losses(
-    config: Any, overrides: Optional[Mapping[str, Mapping[str, Any]]] = None, *, host: Any = None
+    config: Any, overrides: Optional[Mapping[str, Mapping[str, Any]]] = None, *, unequal: Optional[UnequalTimesteps] = None
 ) -> List[ExtraLoss]:
     """Validate (:func:`parse_extra_losses`) and build every listed extra loss.
 
@@ -188,4 +188,4 @@ def build_extra_losses(
         >>> [loss.name for loss in build_extra_losses({"extra_losses": ["msm"]})]
         ['msm']
     """
-    return [spec.build() for spec in parse_extra_losses(config, overrides, host=host)]
+    return [spec.build() for spec in parse_extra_losses(config, overrides, unequal=unequal)]

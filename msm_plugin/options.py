@@ -41,9 +41,12 @@ __all__ = [
     "at_least",
     "boolean",
     "callable_or_none",
+    "finite_real",
     "one_of",
     "option",
+    "or_none",
     "positive_int",
+    "real_above",
     "real_at_least",
     "real_between",
 ]
@@ -89,6 +92,37 @@ def real_at_least(low: float) -> Rule:
         return float(value)
 
     return rule
+
+
+def real_above(low: float) -> Rule:
+    """A finite real number ``> low`` (stored as float); a bool is not a number."""
+
+    def rule(label: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{label} should be a real number, got {_describe(value)}")
+        if not math.isfinite(value) or value <= low:
+            raise ValueError(f"{label} should be finite and > {low:g}, got {value}")
+        return float(value)
+
+    return rule
+
+
+def finite_real(label: str, value: Any) -> float:
+    """Any finite real number (stored as float); a bool is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{label} should be a real number, got {_describe(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"{label} should be finite, got {value}")
+    return float(value)
+
+
+def or_none(rule: Rule) -> Rule:
+    """None, or a value ``rule`` accepts (e.g. ``or_none(finite_real)``: a number or null)."""
+
+    def optional(label: str, value: Any) -> Any:
+        return None if value is None else rule(label, value)
+
+    return optional
 
 
 def real_between(low: float, high: float) -> Rule:

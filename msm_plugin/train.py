@@ -12,7 +12,7 @@ Order of events (the config is checked before anything is built or written):
 
 1. load the config as the host's script does (:meth:`~msm_plugin.hosts.Host.load_config`);
 2. validate ``extra_losses`` and the per-loss sections and build the losses
-   (:func:`msm_plugin.config.build_extra_losses`): a typo fails here, on every rank;
+   (:meth:`~msm_plugin.hosts.Host.build_losses`): a typo fails here, on every rank;
 3. build the host's *unmodified* trainer (:meth:`~msm_plugin.hosts.Host.trainer_class`);
 4. install the losses on its DMD object;
 5. route the extra losses' scalar logs of each generator step to the host's wandb run, at the
@@ -30,8 +30,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from omegaconf import DictConfig
 
-from msm_plugin.config import build_extra_losses
-from msm_plugin.hosts import Host, available_hosts, get_host
+from msm_plugin.hosts import Host, available_hosts, detect_host, get_host
 from msm_plugin.hosts.causvid import load_yaml
 
 __all__ = ["build_parser", "load_config", "log_extra_losses", "main", "run", "runnable_hosts", "upstream_trainer_class"]
@@ -100,8 +99,6 @@ def log_extra_losses(trainer: Any, log: Optional[Callable[..., Any]] = None, *, 
     Returns:
         ``trainer`` itself.
     """
-    from msm_plugin.hosts import detect_host
-
     (detect_host(trainer) if host is None else get_host(host)).route_logs(trainer, log)
     return trainer
 
@@ -117,7 +114,7 @@ def _prepare(argv: Optional[Sequence[str]], trainer_cls: Optional[Callable[[Any]
     host: Host = get_host(_host_name(argv))
     args = build_parser(host.name).parse_args(argv)
     config = host.load_config(args)
-    losses = build_extra_losses(config, host=host)  # fails before any model is built or file written
+    losses = host.build_losses(config)  # fails before any model is built or file written
     return host, config, losses, (trainer_cls if trainer_cls is not None else host.trainer_class())
 
 

@@ -8,7 +8,19 @@ import pytest
 import torch
 
 from msm_plugin import MSMConfig, MSMLoss, MSMTerm, msm_loss
-from msm_plugin.options import LossOptions, at_least, boolean, callable_or_none, one_of, option, positive_int, real_at_least
+from msm_plugin.options import (
+    LossOptions,
+    at_least,
+    boolean,
+    callable_or_none,
+    finite_real,
+    one_of,
+    option,
+    or_none,
+    positive_int,
+    real_above,
+    real_at_least,
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,35 @@ def test_each_rule_in_code(kwargs, error, message):
 def test_each_rule_from_a_config_section(section, error, message):
     with pytest.raises(error, match=f"^{message}$"):
         Opts.from_section(section, loss="demo")
+
+
+@dataclass(frozen=True)
+class Bounds(LossOptions):
+    eps: float = option(1e-6, real_above(0))
+    level: Optional[float] = option(0.5, or_none(finite_real))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"eps": 0}, ValueError, "`eps` should be finite and > 0, got 0"),
+        ({"eps": math.inf}, ValueError, "`eps` should be finite and > 0, got inf"),
+        ({"eps": False}, TypeError, "`eps` should be a real number, got bool False"),
+        ({"level": -math.inf}, ValueError, "`level` should be finite, got -inf"),
+        ({"level": "low"}, TypeError, "`level` should be a real number, got str 'low'"),
+    ],
+)
+def test_strict_bounds_and_optional_rules(kwargs, error, message):
+    with pytest.raises(error, match=f"^{message}$"):
+        Bounds(**kwargs)
+
+
+def test_optional_rule_takes_none_and_normalises_numbers():
+    assert Bounds(level=None).level is None and Bounds(eps=1, level=-2).level == -2.0
+    assert isinstance(Bounds(eps=1).eps, float)
+    with pytest.raises(TypeError, match=r"^option `demo.level` should be int or float or null, got str '1'$"):
+        Bounds.from_section({"level": "1"}, loss="demo")
+    assert Bounds.from_section({"level": None}, loss="demo").level is None
 
 
 def test_section_values_are_normalised_and_code_values_win_and_may_be_callables():

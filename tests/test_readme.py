@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from msm_plugin.config import build_extra_losses
+from msm_plugin.adapters import check_extra_losses
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -47,7 +47,7 @@ def test_the_install_section_says_the_package_is_not_on_the_index_yet():
 def test_each_yaml_block_validates_on_its_host(host, block):
     config = OmegaConf.create(block)
     section = config.method if host == "fastvideo" else config
-    (loss,) = build_extra_losses(section, host=host)
+    (loss,) = check_extra_losses(section, host=host)
     assert loss.name == "msm" and loss.weight == 0.5
 
 
@@ -56,7 +56,7 @@ def test_the_fastgen_model_class_line_validates():
     call = next(node for node in ast.walk(ast.parse(block)) if isinstance(node, ast.Call) and node.keywords)
     keywords = {kw.arg: eval(compile(ast.Expression(kw.value), "README.md", "eval")) for kw in call.keywords}
     assert keywords.pop("config") is None
-    (loss,) = build_extra_losses(keywords, host="fastgen")
+    (loss,) = check_extra_losses(keywords, host="fastgen")
     assert loss.name == "msm" and loss.weight == 0.5
 
 

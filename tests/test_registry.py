@@ -4,14 +4,13 @@ import pytest
 import torch
 
 from msm_plugin import registry
+from msm_plugin.context import LossContext, compose
 from msm_plugin.losses.msm import MSMTerm
 from msm_plugin.registry import (
     DuplicateLossError,
-    LossContext,
     LossPluginError,
     UnknownLossError,
     available_losses,
-    compose,
     get_loss,
     load_entry_points,
     register_loss,
@@ -53,7 +52,7 @@ def fresh(monkeypatch):
     """An empty registry whose entry points are the list this fixture returns."""
     monkeypatch.setattr(registry, "_registry", registry._Registry())
     eps = []
-    monkeypatch.setattr(registry, "_entry_points", lambda group: eps)
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
     return eps
 
 
@@ -148,8 +147,9 @@ class TestEntryPoints:
     def test_msm_is_registered_in_code_next_to_its_definition(self):
         assert get_loss("msm") is MSMTerm
         assert registry._registry.origins["msm"] == "module msm_plugin.losses.msm"
+        assert registry._registry.origins["temporal_variance"] == "module msm_plugin.losses.temporal_variance"
 
-    def test_a_source_tree_without_any_entry_point_knows_msm(self, tmp_path):
+    def test_a_source_tree_without_any_entry_point_knows_the_built_in_losses(self, tmp_path):
         # A vendored copy / PYTHONPATH checkout: no distribution metadata declares anything.
         import os
         import subprocess
@@ -167,7 +167,7 @@ class TestEntryPoints:
         env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
         out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
-        assert out.stdout.strip() == "['msm'] ['msm']"
+        assert out.stdout.strip() == "['msm', 'temporal_variance'] ['msm']"
 
 
 class TestCompose:

@@ -24,6 +24,11 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from msm_plugin.hosts.base import Call, ExtraLosses, Host, UnequalTimesteps, recorded_calls
+from msm_plugin.hosts.causvid import CausVidHost
+from msm_plugin.hosts.fastgen import FastGenHost
+from msm_plugin.hosts.fastvideo import FastVideoHost
+from msm_plugin.hosts.self_forcing import SelfForcingHost
+from msm_plugin.plugins import dist_name, entry_points
 
 __all__ = [
     "HOST_ENTRY_POINT_GROUP",
@@ -36,7 +41,6 @@ __all__ = [
     "get_host",
     "recorded_calls",
     "register_host",
-    "unequal_timesteps",
 ]
 
 HOST_ENTRY_POINT_GROUP = "msm_plugin.hosts"
@@ -68,26 +72,16 @@ def register_host(host: Union[Host, type], *, plugin: bool = False) -> Host:
 
 
 def _load() -> None:
+    """Register the hosts installed distributions declare (once per process)."""
     global _loaded
     if _loaded:
         return
-    from msm_plugin.hosts.causvid import CausVidHost
-    from msm_plugin.hosts.fastgen import FastGenHost
-    from msm_plugin.hosts.fastvideo import FastVideoHost
-    from msm_plugin.hosts.self_forcing import SelfForcingHost
-
-    register_host(CausVidHost)
-    register_host(SelfForcingHost)
-    register_host(FastVideoHost)
-    register_host(FastGenHost)
-    from msm_plugin.registry import _dist_name, _entry_points
-
-    for ep in _entry_points(HOST_ENTRY_POINT_GROUP):
+    for ep in entry_points(HOST_ENTRY_POINT_GROUP):
         try:
             host = ep.load()
         except Exception as exc:
             raise RuntimeError(
-                f"host plugin {ep.name!r} ({ep.value}) from distribution {_dist_name(ep)!r} failed to load: "
+                f"host plugin {ep.name!r} ({ep.value}) from distribution {dist_name(ep)!r} failed to load: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         register_host(host, plugin=True)
@@ -137,14 +131,6 @@ def detect_host(obj: Any) -> Host:
     )
 
 
-def unequal_timesteps(config: Mapping[str, Any], host: Union[None, str, Host] = None) -> Optional[UnequalTimesteps]:
-    """How ``host`` (None: the first known host that says so) reads ``config`` as giving frames
-    unequal score timesteps; None when it does not."""
-    if host is not None:
-        return get_host(host).unequal_timesteps(config)
-    _load()
-    for candidate in _hosts.values():
-        found = candidate.unequal_timesteps(config)
-        if found is not None:
-            return found
-    return None
+# The built-in hosts, registered in code so that a source tree that was never installed has them.
+for _builtin in (CausVidHost, SelfForcingHost, FastVideoHost, FastGenHost):
+    register_host(_builtin)

@@ -11,7 +11,7 @@ imports a framework on its own import). A host module declares:
 The same ``hooks`` serve both ways in: the subclass overrides each method with
 ``fn(self, super().method, ...)``; :meth:`FrameworkHost.install` on an upstream instance (what
 ``wrap_trainer(method, lam=...)`` gets) patches them on that instance only, reversibly
-(:mod:`msm_plugin.adapters.hooks`). Either way the installed :class:`ExtraLosses` lives in one
+(:mod:`msm_plugin.hosts.hooks`). Either way the installed :class:`ExtraLosses` lives in one
 instance attribute, so ``wrap_trainer`` on a subclass instance just replaces it.
 """
 
@@ -25,9 +25,9 @@ import warnings
 from abc import abstractmethod
 from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
-from msm_plugin.adapters.hooks import patch_method, unpatch_method
+from msm_plugin.hosts.hooks import patch_method, unpatch_method
 from msm_plugin.hosts.base import ExtraLosses, Host
-from msm_plugin.registry import ExtraLoss
+from msm_plugin.context import ExtraLoss
 
 __all__ = ["FrameworkHost", "build_subclass", "extra_of", "set_extra", "subclass_getattr"]
 
@@ -121,12 +121,6 @@ class FrameworkHost(Host):
     @abstractmethod
     def config_of(self, obj: Any) -> Any:
         """The mapping holding ``extra_losses`` and the per-loss sections for ``obj``."""
-
-    def build_losses(self, section: Mapping[str, Any]) -> Sequence[ExtraLoss]:
-        """The extra losses a constructor's ``extra_losses`` and per-loss sections ask for, validated."""
-        from msm_plugin.config import build_extra_losses
-
-        return build_extra_losses(section, host=self)
 
     def extras(self, losses: Sequence[ExtraLoss]) -> Optional[ExtraLosses]:
         """The :class:`ExtraLosses` a constructor installs for ``losses`` (None for none)."""

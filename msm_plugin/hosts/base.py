@@ -8,9 +8,9 @@ in the entry-point group ``msm_plugin.hosts``) defining a :class:`Host` subclass
    whose generator loss gains the extra losses and the config mapping to read them from.
 2. **How does one generator step yield** ``generated``, ``pred_real`` (after CFG), ``pred_fake``,
    ``timestep`` (``[B, F]``) and ``gradient_mask``, frames on dim 1, without any extra network
-   call? :meth:`Host.install` arranges it, builds a :class:`~msm_plugin.registry.LossContext`
+   call? :meth:`Host.install` arranges it, builds a :class:`~msm_plugin.context.LossContext`
    and adds the losses with :class:`ExtraLosses` (the same engine for every host). A host that
-   *wraps* an object patches its methods (:mod:`msm_plugin.adapters.hooks`, as CausVid and
+   *wraps* an object patches its methods (:mod:`msm_plugin.hosts.hooks`, as CausVid and
    Self-Forcing do, see :mod:`msm_plugin.hosts.dmd_chain`); a host whose framework picks a class
    from its config *subclasses* instead: the subclass keeps an :class:`ExtraLosses`, builds the
    context where its loss method has the predictions, and calls :meth:`ExtraLosses.add`. Where
@@ -36,8 +36,9 @@ from typing import Any, Callable, ClassVar, Dict, Iterable, Iterator, List, Mapp
 import torch
 from torch import Tensor
 
+from msm_plugin.config import build_extra_losses, config_mapping
+from msm_plugin.context import ExtraLoss, LossContext, compose
 from msm_plugin.options import UnequalTimesteps
-from msm_plugin.registry import ExtraLoss, LossContext, compose
 
 __all__ = ["Call", "ExtraLosses", "Host", "UnequalTimesteps", "recorded_calls", "scalar_logs"]
 
@@ -74,7 +75,7 @@ def recorded_calls(obj: Any, name: str) -> Iterator[List[Call]]:
 
     The output is the host's own object (a reference, not a copy) and the call goes through
     unchanged, so recording adds no computation. Only this instance is affected, and an
-    instance patch already in place (e.g. :func:`~msm_plugin.adapters.hooks.patch_method`)
+    instance patch already in place (e.g. :func:`~msm_plugin.hosts.hooks.patch_method`)
     is called through and restored as it was.
 
     Example:
@@ -179,6 +180,11 @@ class Host(ABC):
     def unequal_timesteps(self, config: Mapping[str, Any]) -> Optional[UnequalTimesteps]:
         """Why this config gives frames of one sample different score timesteps, or None."""
         return None
+
+    def build_losses(self, config: Any, overrides: Optional[Mapping[str, Mapping[str, Any]]] = None) -> List[ExtraLoss]:
+        """The extra losses ``config`` (and ``overrides`` given in code) ask for, validated with this
+        host's reading of its config (:func:`msm_plugin.config.build_extra_losses`)."""
+        return build_extra_losses(config, overrides, unequal=self.unequal_timesteps(config_mapping(config)))
 
     @abstractmethod
     def install(self, target: Any, losses: Sequence[ExtraLoss]) -> None:

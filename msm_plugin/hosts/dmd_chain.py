@@ -5,7 +5,7 @@ thu-ml/Causal-Forcing) have the same chain ``generator_loss -> compute_distribut
 -> _compute_kl_grad``; :class:`DMDChainHost` is the base of both host modules, which add only how
 to find the DMD object in their trainer, their timestep config keys and their logging route.
 
-Two instance methods of the host's ``DMD`` are wrapped (see :mod:`msm_plugin.adapters.hooks`):
+Two instance methods of the host's ``DMD`` are wrapped (see :mod:`msm_plugin.hosts.hooks`):
 
 - ``_compute_kl_grad``: unchanged result; while it runs, :class:`~msm_plugin.hosts._capture.ScoreCapture`
   records the score wrappers' outputs, and afterwards the predictions of this step are kept
@@ -34,10 +34,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import Tensor
 
-from msm_plugin.adapters.hooks import patch_method, unpatch_method
+from msm_plugin.hosts.hooks import patch_method, unpatch_method
 from msm_plugin.hosts._capture import Predictions, ScoreCapture, check_score_modules, predictions_from_log
 from msm_plugin.hosts.base import ExtraLosses, Host
-from msm_plugin.registry import ExtraLoss, LossContext
+from msm_plugin.context import ExtraLoss, LossContext
 
 __all__ = ["DMDChainHost", "check_dmd", "is_wrapped", "pop_extra_logs", "unwrap_dmd", "wrap_dmd", "wrap_step_logging"]
 

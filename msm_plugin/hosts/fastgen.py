@@ -35,7 +35,7 @@ from torch import Tensor
 
 from msm_plugin.hosts._framework import FrameworkHost, extra_of, set_extra, subclass_getattr
 from msm_plugin.hosts.base import recorded_calls
-from msm_plugin.registry import LossContext
+from msm_plugin.context import LossContext
 
 __all__ = ["FastGenHost", "MSMCausVidModel", "MSMDMD2Model", "MSMSelfForcingModel"]
 

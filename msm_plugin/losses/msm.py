@@ -16,6 +16,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from msm_plugin.losses.pair_weights import DIAGDISTILL_BASE, DIAGDISTILL_MIX, hybrid_pair_weights
 from msm_plugin.motion import (
     motion_score,
     motion_score_adjoint,
@@ -33,10 +34,12 @@ from msm_plugin.options import (
     one_of,
     option,
     positive_int,
+    real_above,
     real_at_least,
     real_between,
 )
-from msm_plugin.registry import dmd_normalizer, register_loss
+from msm_plugin.context import dmd_normalizer
+from msm_plugin.registry import register_loss
 
 __all__ = ["MSMConfig", "MSMLoss", "MSMTerm", "msm_loss", "scheduled_lam"]
 
@@ -45,6 +48,7 @@ logger = logging.getLogger("msm_plugin")
 NORMALIZATIONS = ("motion", "dmd", "none")
 TIMESTEP_POLICIES = ("strict", "pairs")
 SMOOTHINGS = ("none", "binomial")
+PAIR_WEIGHTS = ("none", "hybrid")
 #: Frames the binomial [1, 2, 1] / 4 filter removes (valid part only, see motion.smooth_frames).
 _SMOOTHING_REACH = {"none": 0, "binomial": 2}
 
@@ -73,10 +77,16 @@ class MSMConfig(LossOptions):
         smoothing: ``"none"`` (the paper's :math:`D`) or ``"binomial"``: the motion score of the
             frames smoothed by ``[1, 2, 1] / 4``, :math:`M = D S` (valid part, ``F - order - 2``
             entries), so the gradient ``S^T D^T g`` is a temporal band-pass.
+        pair_weights: ``"none"`` (the paper) or ``"hybrid"``: DiagDistill's detached per-pair
+            weights ``w`` scale the gradient, ``D^T (w * g) / N``
+            (:func:`~msm_plugin.losses.pair_weights.hybrid_pair_weights`).
+        pair_weights_mix, pair_weights_base: the hybrid's share of error-driven weights (in
+            [0, 1]) and the base of its exponential weights (> 0; 1: uniform); DiagDistill's
+            0.7 and 1.2 by default. Only with ``pair_weights="hybrid"``.
 
     Example:
         >>> MSMConfig(lam=1, order=2)
-        MSMConfig(lam=1.0, normalization='motion', order=2, timestep_policy='strict', per_pair_logs=True, feature=None, warmup_steps=0, ramp_steps=0, start_step=0, t_min=0.0, t_max=1.0, smoothing='none')
+        MSMConfig(lam=1.0, normalization='motion', order=2, timestep_policy='strict', per_pair_logs=True, feature=None, warmup_steps=0, ramp_steps=0, start_step=0, t_min=0.0, t_max=1.0, smoothing='none', pair_weights='none', pair_weights_mix=0.7, pair_weights_base=1.2)
         >>> MSMConfig(normalization="motoin")
         Traceback (most recent call last):
         ...
@@ -95,11 +105,20 @@ class MSMConfig(LossOptions):
     t_min: float = option(0.0, real_between(0, 1))
     t_max: float = option(1.0, real_between(0, 1))
     smoothing: str = option("none", one_of(*SMOOTHINGS))
+    pair_weights: str = option("none", one_of(*PAIR_WEIGHTS))
+    pair_weights_mix: float = option(DIAGDISTILL_MIX, real_between(0, 1))
+    pair_weights_base: float = option(DIAGDISTILL_BASE, real_above(0))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.t_min > self.t_max:
             raise ValueError(f"the noise range needs `t_min` <= `t_max`, got t_min={self.t_min} > t_max={self.t_max}")
+        for name, default in (("pair_weights_mix", DIAGDISTILL_MIX), ("pair_weights_base", DIAGDISTILL_BASE)):
+            if self.pair_weights == "none" and getattr(self, name) != default:
+                raise ValueError(
+                    f"`{name}` shapes the hybrid pair weights, which are off: set `pair_weights` to 'hybrid' as well, "
+                    f"got {name}={getattr(self, name)} with pair_weights='none'"
+                )
 
     @property
     def noise_range_on(self) -> bool:
@@ -252,7 +271,8 @@ def _frame_level(mask: Tensor, generated: Tensor, feature_dims: Optional[int]) -
 
 
 class _MotionMatch(torch.autograd.Function):
-    """``0.5 * sum(g**2) / N`` with gradient ``M^T g / N`` w.r.t. ``y`` (``g`` fixed).
+    """``0.5 * sum(g**2) / N`` with gradient ``M^T g / N`` w.r.t. ``y`` (``g`` fixed); with per-pair
+    weights ``w``, ``0.5 * sum(w * g**2) / N`` with gradient ``M^T (w * g) / N``.
 
     ``M = D`` (order ``order``), or ``D S`` when ``smoothed`` (then ``M^T = S^T D^T``). Equal in
     value and gradient to ``0.5 * mean((M y - sg[M y - g])**2)``, the hosts' DMD surrogate
@@ -261,10 +281,12 @@ class _MotionMatch(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, y: Tensor, g: Tensor, order: int, count: int, smoothed: bool) -> Tensor:
-        ctx.save_for_backward(g)
+    def forward(ctx, y: Tensor, g: Tensor, order: int, count: int, smoothed: bool, pair_weights: Optional[Tensor] = None) -> Tensor:
+        ctx.save_for_backward(g if pair_weights is None else g * pair_weights)
         ctx.order, ctx.count, ctx.y_dtype, ctx.smoothed = order, count, y.dtype, smoothed
-        return 0.5 * torch.sum(g * g) / count
+        if pair_weights is None:
+            return 0.5 * torch.sum(g * g) / count
+        return 0.5 * torch.sum(g * g * pair_weights) / count
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -273,7 +295,7 @@ class _MotionMatch(torch.autograd.Function):
         if ctx.smoothed:
             grad_y = smooth_frames_adjoint(grad_y)
         grad_y = grad_y.mul_(grad_out / ctx.count)
-        return grad_y.to(ctx.y_dtype), None, None, None, None
+        return grad_y.to(ctx.y_dtype), None, None, None, None, None
 
 
 @dataclass
@@ -345,6 +367,11 @@ def _msm_terms(
             g = torch.nan_to_num_(g.div_(normalizer.reshape(-1, *([1] * (len(shape) - 1)))))
         if weights is not None:
             g = g.mul_(weights)
+        pair_weights = None
+        if config.pair_weights == "hybrid":
+            last = fx.detach()[:, reach:]  # the frame each entry ends on, as DiagDistill's error reads it
+            pair_weights = hybrid_pair_weights(g, last, mix=config.pair_weights_mix, base=config.pair_weights_base, counted=weights)
+            pair_weights = pair_weights.reshape(*pair_weights.shape, *([1] * (len(shape) - 2)))
 
     # A batch outside the noise range is expected (the share is logged); any other empty count is not.
     if num_counted == 0 and not (in_range is not None and not bool(in_range.any())):
@@ -352,7 +379,7 @@ def _msm_terms(
             "MSM counted 0 of %d motion entries (gradient_mask / timestep_policy=%r): the MSM term is 0 for this batch",
             delta.numel(), timestep_policy,
         )
-    loss = _MotionMatch.apply(fx, g, order, max(num_counted, 1), config.smoothing == "binomial")
+    loss = _MotionMatch.apply(fx, g, order, max(num_counted, 1), config.smoothing == "binomial", pair_weights)
     return _Terms(loss=loss, grad=g, num_counted=num_counted, num_total=delta.numel(), in_noise_range=in_range)
 
 
@@ -389,7 +416,9 @@ def msm_loss(
     :math:`2 - 2\cos\omega`, 0 rather than the maximum 4 at the alternating-frame frequency.
     With a noise range (``t_min``/``t_max``), an entry counts only where every frame it reads has
     ``t_min <= timestep / timestep_scale <= t_max``; ``N`` and the motion normaliser count only
-    those entries, as with ``gradient_mask``.
+    those entries, as with ``gradient_mask``. With ``pair_weights="hybrid"`` the loss is
+    :math:`\tfrac12 \sum w g^2 / N` and the gradient :math:`J_f^\top D^\top (w \odot g) / N`,
+    ``w`` DiagDistill's per-pair weights computed from ``g`` and ``f(x)`` without a graph.
 
     Args:
         generated: generator output ``[B, F, C, H, W]`` (gradients flow into it).
@@ -405,7 +434,8 @@ def msm_loss(
             eq. 10; 2: acceleration), ``feature`` (callable per frame, ``[N, C, H, W] -> [N, ...]``,
             sec. 6.1), ``timestep_policy`` (``"strict"`` raises when a sample's timesteps differ
             across frames; ``"pairs"`` counts only entries whose frames share a timestep),
-            ``t_min``/``t_max`` (the noise range), ``smoothing`` (``"none"``, ``"binomial"``).
+            ``t_min``/``t_max`` (the noise range), ``smoothing`` (``"none"``, ``"binomial"``),
+            ``pair_weights`` (``"none"``, ``"hybrid"``) with ``pair_weights_mix``/``_base``.
             ``lam`` and its schedule are not applied here.
 
     Returns:
@@ -492,6 +522,8 @@ def _describe_config(c: MSMConfig) -> str:
         text += f", t_min={c.t_min}, t_max={c.t_max}"
     if c.smoothing != "none":
         text += f", smoothing={c.smoothing!r}"
+    if c.pair_weights != "none":
+        text += f", pair_weights={c.pair_weights!r}, pair_weights_mix={c.pair_weights_mix}, pair_weights_base={c.pair_weights_base}"
     return text
 
 
@@ -523,7 +555,7 @@ class MSMTerm:
 
     Example:
         >>> import torch
-        >>> from msm_plugin.registry import LossContext
+        >>> from msm_plugin.context import LossContext
         >>> x = torch.zeros(1, 3, 1, 1, 1, requires_grad=True)
         >>> real = torch.tensor([0.0, 1.0, 2.0]).reshape(1, 3, 1, 1, 1)
         >>> loss, logs = MSMTerm(lam=0.5, normalization="none")(LossContext(x, real, torch.zeros_like(real)))

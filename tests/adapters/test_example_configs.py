@@ -6,7 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from msm_plugin import active_losses
-from msm_plugin.config import build_extra_losses, parse_extra_losses
+from msm_plugin.adapters import check_extra_losses
+from msm_plugin.config import build_extra_losses
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 # Keys CausVid's Trainer/DMD read without a default (its causvid/train_distillation.py and causvid/dmd.py at ca21150).
@@ -40,9 +41,9 @@ def test_stage3_with_a_causal_teacher_meets_the_strict_error_or_needs_pairs():
     config = OmegaConf.load(CONFIGS / "causvid_wan_stage3_msm.yaml")
     config.real_task_type = "causal_video"
     with pytest.raises(ValueError, match="real_task_type is causal_video"):
-        parse_extra_losses(config)
+        check_extra_losses(config, host="causvid")
     config.msm.timestep_policy = "pairs"
-    assert parse_extra_losses(config)[0].options["timestep_policy"] == "pairs"
+    assert check_extra_losses(config, host="causvid")[0].config.timestep_policy == "pairs"
 
 
 def test_config_paths_named_in_the_launcher_docs_exist():
@@ -57,7 +58,7 @@ def test_config_paths_named_in_the_launcher_docs_exist():
 def test_self_forcing_example_is_its_dmd_trainer_with_valid_msm():
     config = OmegaConf.load(CONFIGS / "self_forcing_dmd_msm.yaml")
     assert (config.trainer, config.distribution_loss) == ("score_distillation", "dmd")
-    (msm,) = build_extra_losses(config, host="self_forcing")
+    (msm,) = check_extra_losses(config, host="self_forcing")
     assert msm.name == "msm" and msm.weight == 0.5
 
 

@@ -11,7 +11,8 @@ from msm_plugin import active_losses, unwrap_trainer, wrap_trainer
 from msm_plugin.adapters import pop_extra_logs
 from msm_plugin.hosts import Call, detect_host
 from msm_plugin.hosts.fastvideo import score_timestep
-from msm_plugin.registry import LossContext, get_loss
+from msm_plugin.context import LossContext
+from msm_plugin.registry import get_loss
 from tests.adapters import framework_standins as sf
 from tests.reference import apply_frames, difference_matrix, msm_reference
 

@@ -189,12 +189,10 @@ class _FakeEntryPoint:
 
 
 def test_a_plugin_host_from_an_entry_point_is_detected_before_the_built_ins(monkeypatch):
-    from msm_plugin import registry
-
-    monkeypatch.setattr(hosts, "_hosts", {})
+    monkeypatch.setattr(hosts, "_hosts", dict(hosts._hosts))
     monkeypatch.setattr(hosts, "_plugins", [])
     monkeypatch.setattr(hosts, "_loaded", False)
-    monkeypatch.setattr(registry, "_entry_points", lambda group: [_FakeEntryPoint("my_fork", ForkHost)] if group == hosts.HOST_ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(hosts, "entry_points", lambda group: [_FakeEntryPoint("my_fork", ForkHost)] if group == hosts.HOST_ENTRY_POINT_GROUP else [])
     assert hosts.available_hosts() == ["causvid", "fastgen", "fastvideo", "my_fork", "self_forcing"]
     trainer = type("ForkTrainer", (), {})()
     trainer.config, trainer.fork_model = make_config(), SelfForcingDMD(make_config())
@@ -256,16 +254,14 @@ def test_the_patched_self_forcing_trainer_logs_the_extra_keys_in_its_own_rows(ch
 
 
 def test_a_failing_host_plugin_names_itself_and_a_bad_name_type_is_refused(monkeypatch):
-    from msm_plugin import registry
-
     class Broken(_FakeEntryPoint):
         def load(self):
             raise ImportError("no module named fork")
 
-    monkeypatch.setattr(hosts, "_hosts", {})
+    monkeypatch.setattr(hosts, "_hosts", dict(hosts._hosts))
     monkeypatch.setattr(hosts, "_plugins", [])
     monkeypatch.setattr(hosts, "_loaded", False)
-    monkeypatch.setattr(registry, "_entry_points", lambda group: [Broken("my_fork", ForkHost)] if group == hosts.HOST_ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(hosts, "entry_points", lambda group: [Broken("my_fork", ForkHost)] if group == hosts.HOST_ENTRY_POINT_GROUP else [])
     with pytest.raises(RuntimeError, match=r"host plugin 'my_fork' \(fork:ForkHost\) from distribution '<unknown distribution>' failed to load: ImportError: no module named fork"):
         hosts.available_hosts()
     with pytest.raises(TypeError, match="a host name must be a string, got int 3"):

@@ -47,16 +47,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
-from msm_plugin.config import build_extra_losses
+from msm_plugin.context import ExtraLoss
 from msm_plugin.hosts import Host, detect_host, get_host
 from msm_plugin.hosts.dmd_chain import is_wrapped, wrap_dmd
-from msm_plugin.registry import ExtraLoss
 
 __all__ = [
     "active_losses",
     "apply_extra_losses",
+    "check_extra_losses",
     "find_dmd",
     "is_wrapped",
     "pop_extra_logs",
@@ -99,7 +99,8 @@ def wrap_trainer(trainer: Any, lam: Optional[float] = None, *, host: HostArg = N
         host: force a host by name instead of detecting it.
         **options: other MSM options (fields of :class:`~msm_plugin.losses.msm.MSMConfig`:
             ``normalization``, ``order``, ``timestep_policy``, ``per_pair_logs``, ``feature``,
-            ``warmup_steps``, ``ramp_steps``, ``start_step``, ``t_min``, ``t_max``, ``smoothing``).
+            ``warmup_steps``, ``ramp_steps``, ``start_step``, ``t_min``, ``t_max``, ``smoothing``,
+            ``pair_weights``, ``pair_weights_mix``, ``pair_weights_base``).
 
     Returns:
         ``trainer`` itself.
@@ -108,7 +109,7 @@ def wrap_trainer(trainer: Any, lam: Optional[float] = None, *, host: HostArg = N
     msm_options = dict(options)
     if lam is not None:
         msm_options["lam"] = lam
-    losses = build_extra_losses(config, overrides={"msm": msm_options}, host=h)
+    losses = h.build_losses(config, overrides={"msm": msm_options})
     h.install(target, losses)
     return trainer
 
@@ -119,10 +120,28 @@ def apply_extra_losses(trainer: Any, *, host: HostArg = None) -> Any:
     This is what ``msm-train`` and the upstream patches call: behaviour comes from the config only.
     """
     h, target, config = _resolve(trainer, host)
-    losses = build_extra_losses(config, host=h)
+    losses = h.build_losses(config)
     if losses:
         h.install(target, losses)
     return trainer
+
+
+def check_extra_losses(config: Any, *, host: Union[str, Host]) -> List[ExtraLoss]:
+    """Validate ``config``'s extra losses as ``host`` reads it and build them; raise on any error.
+
+    What a training script calls first thing, before any model is built or file written (the
+    shipped patches do): the same checks :func:`apply_extra_losses` makes later, once the trainer
+    exists, including the host's own keys (e.g. a causal teacher under MSM's strict policy).
+
+    Example:
+        >>> [loss.name for loss in check_extra_losses({"extra_losses": ["msm"]}, host="causvid")]
+        ['msm']
+        >>> check_extra_losses({"extra_losses": ["msm"], "real_task_type": "causal_video"}, host="causvid")
+        Traceback (most recent call last):
+        ...
+        ValueError: real_task_type is causal_video (one teacher timestep per block), but MSM's timestep_policy is 'strict', which requires one timestep shared by all frames (paper sec. 6.2). Use a bidirectional teacher (real_task_type: bidirectional_video, as CausVid stage 3 does) or set `msm: {timestep_policy: pairs}` to count only frame pairs that share a timestep
+    """
+    return get_host(host).build_losses(config)
 
 
 def unwrap_trainer(trainer: Any, *, host: HostArg = None) -> Any:
