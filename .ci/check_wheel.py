@@ -1,10 +1,11 @@
 """Check the installed wheel as a user gets it: run with the wheel's venv active, outside the repository.
 
-- ``msm_plugin`` is imported from site-packages (not the source tree, not an editable install);
+- ``msm_plugin`` is imported from site-packages (not the source tree, not an editable install),
+  and its ``__version__`` is the one pyproject.toml declares;
 - the wheel's metadata declares the package's losses and its four hosts in the entry-point groups
   ``msm_plugin.losses`` and ``msm_plugin.hosts`` (distribution msm-plugin), each resolving to the
   object registered in code, and no built-in host becomes a "plugin" asked first by detection;
-- the ``msm-plugin`` console script runs; ``doctor`` names the ``msm`` loss and the hosts with
+- the ``msm-plugin`` console script runs; ``doctor`` names the losses and the hosts with
   their distribution;
 - the config route: the shipped stage-1 config, printed by ``msm-plugin config``, wraps a toy DMD
   (``apply_extra_losses``, as ``msm-train`` and the patch do) and a generator step logs MSM;
@@ -14,6 +15,7 @@
 """
 
 import math
+import re
 import runpy
 import shutil
 from importlib import metadata
@@ -56,6 +58,9 @@ def main() -> None:
     package = Path(msm_plugin.__file__).resolve().parent
     if package.parent != site:  # an editable install or the source tree would resolve to REPO/msm_plugin
         sys.exit(f"check_wheel: msm_plugin was imported from {package}, not from the wheel in {site}")
+    declared = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), flags=re.M).group(1)
+    if msm_plugin.__version__ != declared:
+        sys.exit(f"check_wheel: the wheel says version {msm_plugin.__version__}, pyproject.toml {declared}")
     for script in ("msm-plugin", "msm-train", "msm-demo", "msm-eval"):
         if shutil.which(script) is None:
             sys.exit(f"check_wheel: the wheel installed no `{script}` command")

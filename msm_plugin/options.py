@@ -239,7 +239,7 @@ class LossOptions:
                 raise TypeError(f"option names under `{loss}` should be strings, got {_describe(key)}")
             if key not in known:
                 close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-                hint = f"; did you mean `{close[0]}`?" if close else ""
+                hint = f"; did you mean `{close[0]}`?" if close else "."
                 raise ValueError(f"unknown option `{loss}.{key}`{hint} Options of extra loss {loss!r}: {', '.join(known)}")
 
     @classmethod

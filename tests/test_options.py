@@ -64,6 +64,7 @@ def test_each_rule_in_code(kwargs, error, message):
         ({"mode": "c"}, ValueError, r"option `demo.mode` should be one of \('a', 'b'\), got 'c'"),
         ({"fn": "os.system"}, TypeError, r"option `demo.fn` takes a Python object that a config cannot express; pass it to wrap_trainer\(\.\.\., fn=\.\.\.\) in code instead"),
         ({"wieght": 1}, ValueError, r"unknown option `demo.wieght`; did you mean `weight`\? Options of extra loss 'demo': weight, warmup, order, mode, flag, fn"),
+        ({"zzz": 1}, ValueError, r"unknown option `demo.zzz`\. Options of extra loss 'demo': weight, warmup, order, mode, flag, fn"),
         ({3: 1}, TypeError, "option names under `demo` should be strings, got int 3"),
     ],
 )

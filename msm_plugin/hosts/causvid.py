@@ -30,13 +30,29 @@ INSTALL_HINT = (
 )
 
 
+def _yaml_error(path: str, error: Exception) -> str:
+    """One line for a YAML syntax error: the file, the 1-based line and column, what the parser expected."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(error, "problem", None) or " ".join(str(error).split())
+    context, started = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and started is not None:
+        problem += f" ({context.replace('while parsing', 'in')} that starts at line {started.line + 1}, column {started.column + 1})"
+    return f"{path} is not valid YAML: {where}{problem}"
+
+
 def load_yaml(path: str) -> Any:
-    """``OmegaConf.load(path)``, refusing a missing file or a YAML that is not a mapping."""
+    """``OmegaConf.load(path)``, refusing a missing file, a YAML syntax error (ValueError naming the
+    file and the line) or a YAML that is not a mapping."""
+    import yaml
     from omegaconf import DictConfig, OmegaConf
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--config_path: no such file {path!r}")
-    config = OmegaConf.load(path)
+    try:
+        config = OmegaConf.load(path)
+    except yaml.YAMLError as error:
+        raise ValueError(_yaml_error(path, error)) from None
     if not isinstance(config, DictConfig):
         raise TypeError(f"expected {path} to hold a mapping of config keys, got a {type(config).__name__}")
     return config

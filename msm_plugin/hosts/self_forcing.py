@@ -86,7 +86,7 @@ class SelfForcingHost(DMDChainHost):
                 f"no {DEFAULT_CONFIG} in {os.getcwd()}: run msm-train --host self_forcing from the "
                 "Self-Forcing checkout (or a fork's), as its train.py"
             )
-        config = OmegaConf.merge(OmegaConf.load(DEFAULT_CONFIG), user)
+        config = OmegaConf.merge(load_yaml(DEFAULT_CONFIG), user)
         config.no_save = args.no_save
         config.no_visualize = args.no_visualize
         config.config_name = os.path.basename(args.config_path).split(".")[0]

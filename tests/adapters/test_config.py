@@ -50,7 +50,7 @@ def test_overrides_merge_over_the_section_and_add_the_loss():
         ({"msm": {"lam": 0.5}}, ValueError, r"options section `msm:` but `extra_losses` does not list 'msm'"),
         ({"extra_losses": ["msm"], "msm": 0.5}, TypeError, r"`msm` should be a mapping of options .* got float 0.5"),
         ({"extra_losses": ["msm"], "msm": {"lamda": 0.5}}, ValueError, r"unknown option `msm.lamda`; did you mean `lam`\?"),
-        ({"extra_losses": ["msm"], "msm": {"zzz": 1}}, ValueError, r"unknown option `msm.zzz` Options of extra loss 'msm': lam, normalization"),
+        ({"extra_losses": ["msm"], "msm": {"zzz": 1}}, ValueError, r"unknown option `msm.zzz`\. Options of extra loss 'msm': lam, normalization"),
         ({"extra_losses": ["msm"], "msm": {"lam": "0.5"}}, TypeError, r"option `msm.lam` should be int or float, got str '0.5'"),
         ({"extra_losses": ["msm"], "msm": {"lam": True}}, TypeError, r"option `msm.lam` should be int or float, got bool True"),
         ({"extra_losses": ["msm"], "msm": {"order": 1.5}}, TypeError, r"option `msm.order` should be int, got float 1.5"),

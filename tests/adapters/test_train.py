@@ -200,3 +200,30 @@ def test_a_yaml_that_is_not_a_mapping_is_refused(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(TypeError, match="to hold a mapping of config keys, got a ListConfig"):
         train.load_config(str(path))
+
+
+@pytest.mark.parametrize(
+    "text, where, problem",
+    [
+        ("msm: {lam: 0.5\n", "line 2, column 1", "did not find expected ',' or '}' (in a flow mapping that starts at line 1, column 6)"),
+        ("extra_losses: [msm]\nmsm:\n  lam: 0.5\n lam: 1\n", "line 4, column 2", "did not find expected key (in a block mapping that starts at line 1, column 1)"),
+        ("msm: {lam: 0.5}\nmsm: {lam: 1}\n", "line 2, column 1", "found duplicate key msm"),
+    ],
+)
+def test_a_malformed_yaml_is_one_line_naming_the_file_and_line(tmp_path, capsys, text, where, problem):
+    Recording.built.clear()
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    err = _one_line_exit(capsys, ["--config_path", str(path)], trainer_cls=Recording)
+    assert err.startswith(f"msm-train: error: {path} is not valid YAML: {where}: {problem}")
+    assert Recording.built == []
+
+
+def test_help_lists_only_the_hosts_msm_train_runs_and_says_where_the_others_go(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--host HOST whose trainer to run: causvid, self_forcing (default: causvid)" in text
+    assert "fastgen, fastvideo: not run by msm-train; their framework's own launcher builds msm-plugin's class" in text
+    assert train.runnable_hosts() == ["causvid", "self_forcing"]
