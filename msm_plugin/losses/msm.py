@@ -96,6 +96,8 @@ class MSMConfig(LossOptions):
         ValueError: `normalization` should be one of ('motion', 'dmd', 'none'), got 'motoin'
     """
 
+    label = "MSM options"
+
     lam: float = option(1.0, real_at_least(0))
     normalization: str = option("motion", one_of(*NORMALIZATIONS))
     order: int = option(1, positive_int("1: velocity, 2: acceleration"))
@@ -181,39 +183,6 @@ def scheduled_lam(config: MSMConfig, step: int) -> float:
     if done >= config.ramp_steps:
         return config.lam  # exactly lam, not lam * 1.0 rounded: the paper's weight once ramped
     return config.lam * done / config.ramp_steps
-
-
-#: The options that change the result but that a consumer of an MSMConfig does not apply, and why.
-_UNAPPLIED = {
-    "msm_loss": (("lam", "warmup_steps", "ramp_steps", "start_step"),
-                 "it returns the unweighted loss: weight it yourself, or use MSMLoss"),
-    "MSMLoss": (("start_step",), "it takes the generator step in each call: forward(..., step=s)"),
-}
-
-
-def _config(config: Optional[MSMConfig], options: Dict[str, Any], who: Optional[str] = None) -> MSMConfig:
-    """``config`` or ``MSMConfig(**options)``: one of the two, never both; ``who`` (a key of
-    :data:`_UNAPPLIED`) refuses the options it would not apply when they differ from their
-    defaults (a default gives the same result whether applied or not).
-
-    Example:
-        >>> _config(None, {"lam": 0.0}, "msm_loss")
-        Traceback (most recent call last):
-        ...
-        ValueError: msm_loss does not apply `lam` (it returns the unweighted loss: weight it yourself, or use MSMLoss)
-    """
-    if config is None:
-        config = MSMConfig(**options)
-    elif not isinstance(config, MSMConfig):
-        raise TypeError(f"`config` should be an MSMConfig, got {type(config).__name__}")
-    elif options:
-        raise TypeError(f"pass either `config` or MSM options ({', '.join(options)}), not both")
-    defaults = MSMConfig()
-    given = [k for k in (_UNAPPLIED[who][0] if who else ()) if getattr(config, k) != getattr(defaults, k)]
-    if given:
-        names, why = ", ".join(f"`{k}`" for k in given), _UNAPPLIED[who][1]
-        raise ValueError(f"{who} does not apply {names} ({why})")
-    return config
 
 
 def _check_inputs(generated: Tensor, pred_real: Tensor, pred_fake: Tensor, timestep: Optional[Tensor], reach: int) -> None:
@@ -490,7 +459,11 @@ def msm_loss(
         >>> loss.backward(); x.grad.flatten().tolist()  # D^T g / N: pulls the frames apart
         [0.5, 0.0, -0.5]
     """
-    return _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, _config(config, options, "msm_loss"), timestep_scale).loss
+    config = MSMConfig.resolve(
+        config, options, user="msm_loss", unapplied=("lam", "warmup_steps", "ramp_steps", "start_step"),
+        why="it returns the unweighted loss: weight it yourself, or use MSMLoss",
+    )
+    return _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, config, timestep_scale).loss
 
 
 class MSMLoss(nn.Module):
@@ -514,7 +487,10 @@ class MSMLoss(nn.Module):
 
     def __init__(self, lam: Optional[float] = None, *, config: Optional[MSMConfig] = None, **options: Any) -> None:
         super().__init__()
-        config = _config(config, options, "MSMLoss")
+        config = MSMConfig.resolve(
+            config, options, user="MSMLoss", unapplied=("start_step",),
+            why="it takes the generator step in each call: forward(..., step=s)",
+        )
         self.config = config if lam is None else dataclasses.replace(config, lam=lam)
 
     @property
@@ -680,7 +656,7 @@ class MSMTerm:
     options_class = MSMConfig
 
     def __init__(self, config: Optional[MSMConfig] = None, **options: Any) -> None:
-        self.config = _config(config, options)
+        self.config = MSMConfig.resolve(config, options)
         self._step = self.config.start_step
 
     @property
