@@ -307,9 +307,15 @@ class _Terms:
     loss: Tensor  # float64 scalar, unweighted
     grad: Tensor  # g, float64 [B, F - reach, ...], zero where not counted
     num_counted: int
-    num_total: int
+    # f(x) (detached), f(pred_real), f(pred_fake): the videos themselves without a feature map
+    features: Tuple[Tensor, Tensor, Tensor]
     in_noise_range: Optional[Tensor] = None  # [B, F] bool, when the noise range is on
     pair_weights: Optional[Tensor] = None  # w, float64 [B, F - reach, 1, ...], when pair_weights is on
+
+    @property
+    def num_total(self) -> int:
+        """The motion entries there are, counted or not."""
+        return self.grad.numel()
 
 
 def _msm_terms(
@@ -338,9 +344,10 @@ def _msm_terms(
     fx = _per_frame(feature, generated)  # carries the generator's graph
     with torch.no_grad():
         fr = _per_frame(feature, pred_real.detach())
+        ff = _per_frame(feature, pred_fake.detach())
         # Work in float64 copies: in bf16 the small inter-frame differences would round away.
         # By linearity M f(fake) - M f(real) = M (f(fake) - f(real)): one operator pass, not two.
-        delta = _motion_operator(_per_frame(feature, pred_fake.detach()).to(torch.float64, copy=True).sub_(fr), config)
+        delta = _motion_operator(ff.to(torch.float64, copy=True).sub_(fr), config)
         shape = delta.shape
         counted = None
         if gradient_mask is not None:
@@ -385,7 +392,7 @@ def _msm_terms(
             delta.numel(), timestep_policy,
         )
     loss = _MotionMatch.apply(fx, g, order, max(num_counted, 1), config.smoothing == "binomial", pair_weights)
-    return _Terms(loss=loss, grad=g, num_counted=num_counted, num_total=delta.numel(), in_noise_range=in_range, pair_weights=pair_weights)
+    return _Terms(loss=loss, grad=g, num_counted=num_counted, features=(fx.detach(), fr, ff), in_noise_range=in_range, pair_weights=pair_weights)
 
 
 def msm_loss(
@@ -551,14 +558,15 @@ def _mean_abs(d: Tensor) -> Tensor:
     return torch.linalg.vector_norm(d, ord=1) / d.numel()
 
 
-def _motion_logs(ctx: Any, config: MSMConfig) -> Dict[str, Tensor]:
+def _motion_logs(terms: _Terms, config: MSMConfig) -> Dict[str, Tensor]:
     """The motion diagnostics: mean |D f(.)| of each video and the generated motion's distance to
-    the teacher's and to the critic's (``D`` of order ``order``, unsmoothed; all entries counted)."""
+    the teacher's and to the critic's (``D`` of order ``order``, unsmoothed; all entries counted),
+    from the (feature) videos the loss already has: a feature map is not run again."""
     with torch.no_grad():
         # diagnostics only: float32 is exact enough and half the traffic of float64
         d = {
-            which: motion_score(_per_frame(config.feature, video.detach()).float(), order=config.order)
-            for which, video in (("generated", ctx.generated), ("pred_real", ctx.pred_real), ("pred_fake", ctx.pred_fake))
+            which: motion_score(video.float(), order=config.order)
+            for which, video in zip(("generated", "pred_real", "pred_fake"), terms.features)
         }
         logs: Dict[str, Tensor] = {}
         per_pair = {}
@@ -700,7 +708,7 @@ class MSMTerm:
             logs["msm_step"] = self._step
         if terms.in_noise_range is not None:
             logs["msm_noise_range_share"] = terms.in_noise_range.double().mean()
-        logs.update(_motion_logs(ctx, c))
+        logs.update(_motion_logs(terms, c))
         self._step += 1
         # nothing counted (a batch outside the noise range): a value without graph, so that no
         # zero gradient flows back through the host's views and changes its summation order
