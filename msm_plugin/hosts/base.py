@@ -43,7 +43,6 @@ from typing import (
     Any,
     Callable,
     ClassVar,
-    Collection,
     Dict,
     FrozenSet,
     Iterable,
@@ -113,6 +112,20 @@ class Call(NamedTuple):
 _ABSENT = object()
 
 
+def _recorder(function: Callable, calls: List[Call]) -> Callable:
+    """``function`` (called unchanged) appending each call's arguments, by parameter name, and its output to ``calls``."""
+    signature = inspect.signature(function)
+
+    def recorder(*args: Any, **kwargs: Any) -> Any:
+        output = function(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append(Call(dict(bound.arguments), output))
+        return output
+
+    return recorder
+
+
 @contextmanager
 def recorded_calls(obj: Any, name: str) -> Iterator[List[Call]]:
     """Record every call of ``obj.name`` made inside the block; the method is put back after.
@@ -137,18 +150,9 @@ def recorded_calls(obj: Any, name: str) -> Iterator[List[Call]]:
     original = getattr(obj, name, None)
     if not callable(original):
         raise TypeError(f"expected {type(obj).__name__}.{name} to be a method, got {original!r}")
-    signature = inspect.signature(original)
     saved = vars(obj).get(name, _ABSENT)
     calls: List[Call] = []
-
-    def recorder(*args: Any, **kwargs: Any) -> Any:
-        output = original(*args, **kwargs)
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        calls.append(Call(dict(bound.arguments), output))
-        return output
-
-    object.__setattr__(obj, name, recorder)  # object.__setattr__: nn.Module bookkeeping stays out
+    object.__setattr__(obj, name, _recorder(original, calls))  # object.__setattr__: nn.Module bookkeeping stays out
     try:
         yield calls
     finally:
@@ -187,18 +191,9 @@ def call_recording_global(method: Callable, name: str, *args: Any, **kwargs: Any
             f"expected {function.__qualname__} to call the function {name} of its module {function.__module__}, "
             f"which has no such function"
         )
-    signature = inspect.signature(target)
     calls: List[Call] = []
-
-    def recorder(*a: Any, **kw: Any) -> Any:
-        output = target(*a, **kw)
-        bound = signature.bind(*a, **kw)
-        bound.apply_defaults()
-        calls.append(Call(dict(bound.arguments), output))
-        return output
-
     local = types.FunctionType(
-        function.__code__, {**function.__globals__, name: recorder}, function.__name__, function.__defaults__, function.__closure__
+        function.__code__, {**function.__globals__, name: _recorder(target, calls)}, function.__name__, function.__defaults__, function.__closure__
     )
     local.__kwdefaults__ = function.__kwdefaults__
     return local(method.__self__, *args, **kwargs), calls
