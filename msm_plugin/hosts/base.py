@@ -19,7 +19,8 @@ in the entry-point group ``msm_plugin.hosts``) defining a :class:`Host` subclass
 3. **Which config keys mean unequal per-frame score timesteps?**
    :meth:`Host.unequal_timesteps` (MSM's strict policy refuses them, paper sec. 6.2).
 4. **How do the extra logs reach the host's logger?** :meth:`Host.route_logs` (for a training
-   script msm-plugin drives) or :meth:`Host.pop_logs` (for a script that logs them itself).
+   script msm-plugin drives), :meth:`ExtraLosses.pop_logs` (for a script that logs them itself:
+   :func:`msm_plugin.adapters.pop_extra_logs`), or the hook hands them to the host's own logs.
 5. **Where is its own step?** :meth:`Host.step_source` (or the hook that sees it) gives the
    generator step each :class:`~msm_plugin.context.LossContext` carries, so that schedules count
    optimiser steps (gradient accumulation) and follow a resume; :attr:`Host.restored_step` says
