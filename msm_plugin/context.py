@@ -92,7 +92,6 @@ class ExtraLoss(Protocol):
     def __call__(self, ctx: LossContext) -> Tuple[Tensor, Dict[str, Any]]: ...
 
 
-
 def compose(
     host_loss: Tensor,
     host_logs: Mapping[str, Any],

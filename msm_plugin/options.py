@@ -33,7 +33,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Collection, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, ClassVar, Collection, Dict, Mapping, NamedTuple, Optional, Tuple, Type, TypeVar
 
 __all__ = [
     "LossOptions",
@@ -56,6 +56,7 @@ __all__ = [
 Rule = Callable[[str, Any], Any]
 
 _NoneType = type(None)
+_Options = TypeVar("_Options", bound="LossOptions")
 _UnionType = getattr(types, "UnionType", typing.Union)  # `X | None` annotations (Python >= 3.10)
 
 
@@ -218,6 +219,9 @@ def _type_ok(value: Any, accepted: Tuple[type, ...]) -> bool:
 class LossOptions:
     """Base of a loss's typed options: every field's rule runs once, at construction."""
 
+    #: How messages name these options given as keywords (``"MSM options"``).
+    label: ClassVar[str] = "options"
+
     def __post_init__(self) -> None:
         for f in fields(self):
             rule = f.metadata.get("rule")
@@ -229,6 +233,46 @@ class LossOptions:
     def option_names(cls) -> Tuple[str, ...]:
         """The option names, in declaration order."""
         return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def resolve(
+        cls: Type[_Options],
+        config: Optional[_Options],
+        options: Mapping[str, Any],
+        *,
+        user: str = "",
+        unapplied: Collection[str] = (),
+        why: str = "",
+    ) -> _Options:
+        """``config`` or ``cls(**options)``, whichever a function or class taking both was given
+        (never both). ``user`` names it, and refuses the options in ``unapplied`` (those it would
+        ignore) when they differ from their defaults: a default gives the same result applied or not;
+        ``why`` says what to do instead.
+
+        Example:
+            >>> @dataclass(frozen=True)
+            ... class Opts(LossOptions):
+            ...     weight: float = option(1.0, real_at_least(0))
+            >>> Opts.resolve(None, {"weight": 2}).weight
+            2.0
+            >>> Opts.resolve(Opts(), {}, user="loss_fn", unapplied=("weight",)).weight  # the default: accepted
+            1.0
+            >>> Opts.resolve(None, {"weight": 2}, user="loss_fn", unapplied=("weight",), why="weight it yourself")
+            Traceback (most recent call last):
+            ...
+            ValueError: loss_fn does not apply `weight` (weight it yourself)
+        """
+        if config is None:
+            config = cls(**options)
+        elif not isinstance(config, cls):
+            raise TypeError(f"`config` should be an instance of {cls.__name__}, got {type(config).__name__}")
+        elif options:
+            raise TypeError(f"pass either `config` or {cls.label} ({', '.join(options)}), not both")
+        defaults = {f.name: f.default for f in fields(cls)}
+        given = [name for name in unapplied if getattr(config, name) != defaults[name]]
+        if given:
+            raise ValueError(f"{user} does not apply {', '.join(f'`{name}`' for name in given)} ({why})")
+        return config
 
     @classmethod
     def check_names(cls, names: Collection[Any], *, loss: str) -> None:

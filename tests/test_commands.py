@@ -10,7 +10,7 @@ import io
 import re
 import shlex
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Iterator, List, Tuple
 
 import nbformat
 import pytest

@@ -35,7 +35,7 @@ def _nav_pages():
 def test_every_page_is_in_the_nav_and_every_nav_entry_exists():
     pages = _nav_pages()
     assert sorted(pages) == sorted(path.name for path in DOCS.glob("*.md"))
-    for name in ("index.md", "hosts.md", "options.md", "motion-losses.md", "metrics.md", "demo.md", "errors.md", "plugins.md", "changelog.md"):
+    for name in ("index.md", "hosts.md", "options.md", "motion-losses.md", "metrics.md", "demo.md", "errors.md", "plugins.md", "logs.md", "changelog.md"):
         assert name in pages, name
 
 

@@ -8,7 +8,6 @@ import yaml
 
 from msm_plugin import MSMConfig, TemporalVarianceConfig
 from msm_plugin.config import build_extra_losses
-from tests.adapters import framework_standins as sf
 
 PAGE = (Path(__file__).resolve().parents[1] / "docs" / "motion-losses.md").read_text()
 
@@ -39,20 +38,15 @@ def test_the_fastvideo_yaml_builds_on_its_route():
     assert configs["msm"] == MSMConfig(lam=0.5, pair_weights="hybrid") and configs["temporal_variance"] == TemporalVarianceConfig()
 
 
-def test_the_fastgen_model_class_builds_on_its_route(monkeypatch):
+def test_the_fastgen_model_class_builds_on_its_route(frameworks):
     import msm_plugin.hosts.fastgen as fastgen
 
-    sf.install_frameworks(monkeypatch)
     (block,) = _blocks("python")
     namespace = {"config": SimpleNamespace(), "L": lambda cls: lambda **kwargs: (cls, kwargs)}
-    try:
-        exec(compile(block, "docs/motion-losses.md", "exec"), namespace)
-        cls, kwargs = namespace["config"].model_class
-        assert cls is fastgen.MSMDMD2Model and kwargs.pop("config") is None
-        configs = _described(fastgen.FastGenHost().build_losses(kwargs))
-    finally:
-        for name in fastgen.SUBCLASSES:
-            vars(fastgen).pop(name, None)
+    exec(compile(block, "docs/motion-losses.md", "exec"), namespace)
+    cls, kwargs = namespace["config"].model_class
+    assert cls is fastgen.MSMDMD2Model and kwargs.pop("config") is None
+    configs = _described(fastgen.FastGenHost().build_losses(kwargs))
     assert configs["msm"] == MSMConfig(lam=0.5, pair_weights="hybrid") and configs["temporal_variance"] == TemporalVarianceConfig()
 
 

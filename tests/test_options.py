@@ -130,7 +130,7 @@ class TestMSMConfig:
         x = torch.zeros(1, 3, 1, 1, 1)
         with pytest.raises(TypeError, match=r"^pass either `config` or MSM options \(order\), not both$"):
             msm_loss(x, x, x, config=MSMConfig(), order=2)
-        with pytest.raises(TypeError, match="^`config` should be an MSMConfig, got dict$"):
+        with pytest.raises(TypeError, match="^`config` should be an instance of MSMConfig, got dict$"):
             MSMTerm({"lam": 1.0})
         with pytest.raises(TypeError, match="got an unexpected keyword argument 'lamda'"):
             MSMConfig(lamda=1.0)

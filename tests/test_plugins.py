@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from importlib import metadata
 from pathlib import Path
 
@@ -22,24 +21,31 @@ from msm_plugin.plugins import entry_points
 
 ROOT = Path(__file__).resolve().parents[1]
 
-DEMO_PYPROJECT = """\
+
+def _pyproject(name: str, loss: str, host: str) -> str:
+    """The ``pyproject.toml`` of distribution ``name``: one module (the name with ``_``) declaring
+    ``loss`` and ``host`` (``entry point name = "module:object"``) in msm-plugin's two groups."""
+    return f"""\
 [build-system]
 requires = ["setuptools>=61"]
 build-backend = "setuptools.build_meta"
 
 [project]
-name = "msm-demo-plugin"
+name = "{name}"
 version = "0.0.1"
 
 [project.entry-points."msm_plugin.losses"]
-demo_mean_square = "msm_demo_plugin:MeanSquare"
+{loss}
 
 [project.entry-points."msm_plugin.hosts"]
-demo_fork = "msm_demo_plugin:DemoForkHost"
+{host}
 
 [tool.setuptools]
-py-modules = ["msm_demo_plugin"]
+py-modules = ["{name.replace('-', '_')}"]
 """
+
+
+DEMO_PYPROJECT = _pyproject("msm-demo-plugin", 'demo_mean_square = "msm_demo_plugin:MeanSquare"', 'demo_fork = "msm_demo_plugin:DemoForkHost"')
 
 DEMO_MODULE = '''\
 """A third-party plugin: an extra loss and the host of a CausVid fork."""
@@ -75,24 +81,7 @@ class ForkTrainer:
         self.config, self.fork_dmd = config, dmd
 '''
 
-BROKEN_PYPROJECT = """\
-[build-system]
-requires = ["setuptools>=61"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "msm-broken-plugin"
-version = "0.0.1"
-
-[project.entry-points."msm_plugin.losses"]
-broken_loss = "msm_broken_plugin:Loss"
-
-[project.entry-points."msm_plugin.hosts"]
-broken_host = "msm_broken_plugin:NoSuchHost"
-
-[tool.setuptools]
-py-modules = ["msm_broken_plugin"]
-"""
+BROKEN_PYPROJECT = _pyproject("msm-broken-plugin", 'broken_loss = "msm_broken_plugin:Loss"', 'broken_host = "msm_broken_plugin:NoSuchHost"')
 
 BROKEN_MODULE = "import no_such_dependency_of_msm_broken_plugin\n"
 

@@ -257,6 +257,23 @@ class TestMSMTermLogs:
         assert len(logs) == 9 + 3 * 20
         assert "msm_grad_ratio" not in MSMTerm(feature=lambda f: f.mean(1))(ctx)[1]  # needs f's Jacobian
 
+    def test_a_feature_map_runs_once_per_video_and_its_motion_is_logged(self):
+        calls = []
+
+        def feature(frames):  # a per-frame feature, as a network would be: count its calls
+            calls.append(frames.shape[0])
+            return frames.mean(1, keepdim=True) * 2
+
+        g = torch.Generator().manual_seed(3)
+        x = torch.randn(2, 5, 3, 4, 4, generator=g, requires_grad=True)
+        real, fake = torch.randn(2, 5, 3, 4, 4, generator=g), torch.randn(2, 5, 3, 4, 4, generator=g)
+        _, logs = MSMTerm(feature=feature, per_pair_logs=True)(LossContext(x, real, fake))
+        assert calls == [10, 10, 10]  # generated, pred_real, pred_fake: the logs reuse them
+        for which, video in (("generated", x.detach()), ("pred_real", real), ("pred_fake", fake)):
+            motion = (2 * video.mean(2, keepdim=True)).diff(dim=1)
+            assert float(logs[f"msm_motion_{which}"]) == pytest.approx(motion.abs().mean().item(), rel=1e-6)
+            assert float(logs[f"msm_motion_pair/{which}_03"]) == pytest.approx(motion[:, 3].abs().mean().item(), rel=1e-6)
+
     def test_bad_per_pair_flag(self):
         with pytest.raises(TypeError, match="`per_pair_logs` should be a bool, got str 'yes'"):
             MSMTerm(per_pair_logs="yes")

@@ -226,8 +226,20 @@ class TestErrors:
     def test_config_and_options_together_or_a_wrong_config(self):
         with pytest.raises(TypeError, match=r"^pass either `config` or temporal variance options \(eps\), not both$"):
             temporal_variance_loss(torch.zeros(1, 2, 1, 1, 1), config=TemporalVarianceConfig(), eps=1e-3)
-        with pytest.raises(TypeError, match=r"^`config` should be a TemporalVarianceConfig, got dict$"):
+        with pytest.raises(TypeError, match=r"^`config` should be an instance of TemporalVarianceConfig, got dict$"):
             TemporalVarianceTerm({"weight": 0.1})
+
+    @pytest.mark.parametrize("options", [{"weight": 0.1}, {"config": TemporalVarianceConfig(weight=0.1)}])
+    def test_the_function_refuses_the_weight_it_does_not_apply(self, options):
+        with pytest.raises(ValueError, match=r"^temporal_variance_loss does not apply `weight` \(it returns the unweighted loss: weight it yourself, or use TemporalVarianceLoss\)$"):
+            temporal_variance_loss(torch.zeros(1, 2, 1, 1, 1), **options)
+
+    def test_the_function_accepts_the_default_weight_and_the_module_applies_its_own(self):
+        static = torch.zeros(1, 4, 1, 2, 2)
+        plain = temporal_variance_loss(static)
+        assert torch.equal(temporal_variance_loss(static, weight=0.05), plain)
+        assert torch.equal(temporal_variance_loss(static, config=TemporalVarianceConfig()), plain)
+        assert TemporalVarianceLoss(config=TemporalVarianceConfig(weight=0.1))(static).item() == pytest.approx(0.1 * plain.item(), rel=1e-15)
 
     @pytest.mark.parametrize("kwargs, error, message", [
         ({"weight": -0.1}, ValueError, r"^`weight` should be finite and >= 0, got -0.1$"),

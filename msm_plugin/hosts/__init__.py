@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Union
 
 from msm_plugin.hosts.base import Call, ExtraLosses, Host, UnequalTimesteps, recorded_calls
 from msm_plugin.hosts.causvid import CausVidHost

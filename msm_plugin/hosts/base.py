@@ -19,7 +19,8 @@ in the entry-point group ``msm_plugin.hosts``) defining a :class:`Host` subclass
 3. **Which config keys mean unequal per-frame score timesteps?**
    :meth:`Host.unequal_timesteps` (MSM's strict policy refuses them, paper sec. 6.2).
 4. **How do the extra logs reach the host's logger?** :meth:`Host.route_logs` (for a training
-   script msm-plugin drives) or :meth:`Host.pop_logs` (for a script that logs them itself).
+   script msm-plugin drives), :meth:`ExtraLosses.pop_logs` (for a script that logs them itself:
+   :func:`msm_plugin.adapters.pop_extra_logs`), or the hook hands them to the host's own logs.
 5. **Where is its own step?** :meth:`Host.step_source` (or the hook that sees it) gives the
    generator step each :class:`~msm_plugin.context.LossContext` carries, so that schedules count
    optimiser steps (gradient accumulation) and follow a resume; :attr:`Host.restored_step` says
@@ -43,7 +44,6 @@ from typing import (
     Any,
     Callable,
     ClassVar,
-    Collection,
     Dict,
     FrozenSet,
     Iterable,
@@ -113,6 +113,20 @@ class Call(NamedTuple):
 _ABSENT = object()
 
 
+def _recorder(function: Callable, calls: List[Call]) -> Callable:
+    """``function`` (called unchanged) appending each call's arguments, by parameter name, and its output to ``calls``."""
+    signature = inspect.signature(function)
+
+    def recorder(*args: Any, **kwargs: Any) -> Any:
+        output = function(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append(Call(dict(bound.arguments), output))
+        return output
+
+    return recorder
+
+
 @contextmanager
 def recorded_calls(obj: Any, name: str) -> Iterator[List[Call]]:
     """Record every call of ``obj.name`` made inside the block; the method is put back after.
@@ -137,18 +151,9 @@ def recorded_calls(obj: Any, name: str) -> Iterator[List[Call]]:
     original = getattr(obj, name, None)
     if not callable(original):
         raise TypeError(f"expected {type(obj).__name__}.{name} to be a method, got {original!r}")
-    signature = inspect.signature(original)
     saved = vars(obj).get(name, _ABSENT)
     calls: List[Call] = []
-
-    def recorder(*args: Any, **kwargs: Any) -> Any:
-        output = original(*args, **kwargs)
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        calls.append(Call(dict(bound.arguments), output))
-        return output
-
-    object.__setattr__(obj, name, recorder)  # object.__setattr__: nn.Module bookkeeping stays out
+    object.__setattr__(obj, name, _recorder(original, calls))  # object.__setattr__: nn.Module bookkeeping stays out
     try:
         yield calls
     finally:
@@ -187,18 +192,9 @@ def call_recording_global(method: Callable, name: str, *args: Any, **kwargs: Any
             f"expected {function.__qualname__} to call the function {name} of its module {function.__module__}, "
             f"which has no such function"
         )
-    signature = inspect.signature(target)
     calls: List[Call] = []
-
-    def recorder(*a: Any, **kw: Any) -> Any:
-        output = target(*a, **kw)
-        bound = signature.bind(*a, **kw)
-        bound.apply_defaults()
-        calls.append(Call(dict(bound.arguments), output))
-        return output
-
     local = types.FunctionType(
-        function.__code__, {**function.__globals__, name: recorder}, function.__name__, function.__defaults__, function.__closure__
+        function.__code__, {**function.__globals__, name: _recorder(target, calls)}, function.__name__, function.__defaults__, function.__closure__
     )
     local.__kwdefaults__ = function.__kwdefaults__
     return local(method.__self__, *args, **kwargs), calls

@@ -96,6 +96,8 @@ class MSMConfig(LossOptions):
         ValueError: `normalization` should be one of ('motion', 'dmd', 'none'), got 'motoin'
     """
 
+    label = "MSM options"
+
     lam: float = option(1.0, real_at_least(0))
     normalization: str = option("motion", one_of(*NORMALIZATIONS))
     order: int = option(1, positive_int("1: velocity, 2: acceleration"))
@@ -181,39 +183,6 @@ def scheduled_lam(config: MSMConfig, step: int) -> float:
     if done >= config.ramp_steps:
         return config.lam  # exactly lam, not lam * 1.0 rounded: the paper's weight once ramped
     return config.lam * done / config.ramp_steps
-
-
-#: The options that change the result but that a consumer of an MSMConfig does not apply, and why.
-_UNAPPLIED = {
-    "msm_loss": (("lam", "warmup_steps", "ramp_steps", "start_step"),
-                 "it returns the unweighted loss: weight it yourself, or use MSMLoss"),
-    "MSMLoss": (("start_step",), "it takes the generator step in each call: forward(..., step=s)"),
-}
-
-
-def _config(config: Optional[MSMConfig], options: Dict[str, Any], who: Optional[str] = None) -> MSMConfig:
-    """``config`` or ``MSMConfig(**options)``: one of the two, never both; ``who`` (a key of
-    :data:`_UNAPPLIED`) refuses the options it would not apply when they differ from their
-    defaults (a default gives the same result whether applied or not).
-
-    Example:
-        >>> _config(None, {"lam": 0.0}, "msm_loss")
-        Traceback (most recent call last):
-        ...
-        ValueError: msm_loss does not apply `lam` (it returns the unweighted loss: weight it yourself, or use MSMLoss)
-    """
-    if config is None:
-        config = MSMConfig(**options)
-    elif not isinstance(config, MSMConfig):
-        raise TypeError(f"`config` should be an MSMConfig, got {type(config).__name__}")
-    elif options:
-        raise TypeError(f"pass either `config` or MSM options ({', '.join(options)}), not both")
-    defaults = MSMConfig()
-    given = [k for k in (_UNAPPLIED[who][0] if who else ()) if getattr(config, k) != getattr(defaults, k)]
-    if given:
-        names, why = ", ".join(f"`{k}`" for k in given), _UNAPPLIED[who][1]
-        raise ValueError(f"{who} does not apply {names} ({why})")
-    return config
 
 
 def _check_inputs(generated: Tensor, pred_real: Tensor, pred_fake: Tensor, timestep: Optional[Tensor], reach: int) -> None:
@@ -338,9 +307,15 @@ class _Terms:
     loss: Tensor  # float64 scalar, unweighted
     grad: Tensor  # g, float64 [B, F - reach, ...], zero where not counted
     num_counted: int
-    num_total: int
+    # f(x) (detached), f(pred_real), f(pred_fake): the videos themselves without a feature map
+    features: Tuple[Tensor, Tensor, Tensor]
     in_noise_range: Optional[Tensor] = None  # [B, F] bool, when the noise range is on
     pair_weights: Optional[Tensor] = None  # w, float64 [B, F - reach, 1, ...], when pair_weights is on
+
+    @property
+    def num_total(self) -> int:
+        """The motion entries there are, counted or not."""
+        return self.grad.numel()
 
 
 def _msm_terms(
@@ -369,9 +344,10 @@ def _msm_terms(
     fx = _per_frame(feature, generated)  # carries the generator's graph
     with torch.no_grad():
         fr = _per_frame(feature, pred_real.detach())
+        ff = _per_frame(feature, pred_fake.detach())
         # Work in float64 copies: in bf16 the small inter-frame differences would round away.
         # By linearity M f(fake) - M f(real) = M (f(fake) - f(real)): one operator pass, not two.
-        delta = _motion_operator(_per_frame(feature, pred_fake.detach()).to(torch.float64, copy=True).sub_(fr), config)
+        delta = _motion_operator(ff.to(torch.float64, copy=True).sub_(fr), config)
         shape = delta.shape
         counted = None
         if gradient_mask is not None:
@@ -416,7 +392,7 @@ def _msm_terms(
             delta.numel(), timestep_policy,
         )
     loss = _MotionMatch.apply(fx, g, order, max(num_counted, 1), config.smoothing == "binomial", pair_weights)
-    return _Terms(loss=loss, grad=g, num_counted=num_counted, num_total=delta.numel(), in_noise_range=in_range, pair_weights=pair_weights)
+    return _Terms(loss=loss, grad=g, num_counted=num_counted, features=(fx.detach(), fr, ff), in_noise_range=in_range, pair_weights=pair_weights)
 
 
 def msm_loss(
@@ -490,7 +466,11 @@ def msm_loss(
         >>> loss.backward(); x.grad.flatten().tolist()  # D^T g / N: pulls the frames apart
         [0.5, 0.0, -0.5]
     """
-    return _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, _config(config, options, "msm_loss"), timestep_scale).loss
+    config = MSMConfig.resolve(
+        config, options, user="msm_loss", unapplied=("lam", "warmup_steps", "ramp_steps", "start_step"),
+        why="it returns the unweighted loss: weight it yourself, or use MSMLoss",
+    )
+    return _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, config, timestep_scale).loss
 
 
 class MSMLoss(nn.Module):
@@ -514,7 +494,10 @@ class MSMLoss(nn.Module):
 
     def __init__(self, lam: Optional[float] = None, *, config: Optional[MSMConfig] = None, **options: Any) -> None:
         super().__init__()
-        config = _config(config, options, "MSMLoss")
+        config = MSMConfig.resolve(
+            config, options, user="MSMLoss", unapplied=("start_step",),
+            why="it takes the generator step in each call: forward(..., step=s)",
+        )
         self.config = config if lam is None else dataclasses.replace(config, lam=lam)
 
     @property
@@ -575,14 +558,15 @@ def _mean_abs(d: Tensor) -> Tensor:
     return torch.linalg.vector_norm(d, ord=1) / d.numel()
 
 
-def _motion_logs(ctx: Any, config: MSMConfig) -> Dict[str, Tensor]:
+def _motion_logs(terms: _Terms, config: MSMConfig) -> Dict[str, Tensor]:
     """The motion diagnostics: mean |D f(.)| of each video and the generated motion's distance to
-    the teacher's and to the critic's (``D`` of order ``order``, unsmoothed; all entries counted)."""
+    the teacher's and to the critic's (``D`` of order ``order``, unsmoothed; all entries counted),
+    from the (feature) videos the loss already has: a feature map is not run again."""
     with torch.no_grad():
         # diagnostics only: float32 is exact enough and half the traffic of float64
         d = {
-            which: motion_score(_per_frame(config.feature, video.detach()).float(), order=config.order)
-            for which, video in (("generated", ctx.generated), ("pred_real", ctx.pred_real), ("pred_fake", ctx.pred_fake))
+            which: motion_score(video.float(), order=config.order)
+            for which, video in zip(("generated", "pred_real", "pred_fake"), terms.features)
         }
         logs: Dict[str, Tensor] = {}
         per_pair = {}
@@ -680,7 +664,7 @@ class MSMTerm:
     options_class = MSMConfig
 
     def __init__(self, config: Optional[MSMConfig] = None, **options: Any) -> None:
-        self.config = _config(config, options)
+        self.config = MSMConfig.resolve(config, options)
         self._step = self.config.start_step
 
     @property
@@ -724,7 +708,7 @@ class MSMTerm:
             logs["msm_step"] = self._step
         if terms.in_noise_range is not None:
             logs["msm_noise_range_share"] = terms.in_noise_range.double().mean()
-        logs.update(_motion_logs(ctx, c))
+        logs.update(_motion_logs(terms, c))
         self._step += 1
         # nothing counted (a batch outside the noise range): a value without graph, so that no
         # zero gradient flows back through the host's views and changes its summation order

@@ -46,6 +46,8 @@ class TemporalVarianceConfig(LossOptions):
         ValueError: `eps` should be finite and > 0, got 0
     """
 
+    label = "temporal variance options"
+
     weight: float = option(0.05, real_at_least(0))
     threshold: Optional[float] = option(0.8, or_none(finite_real))
     eps: float = option(1e-6, real_above(0))
@@ -58,17 +60,6 @@ class _Parts(NamedTuple):
     variance: Tensor
     loss: Tensor
     active: bool
-
-
-def _config(config: Optional[TemporalVarianceConfig], options: Dict[str, Any]) -> TemporalVarianceConfig:
-    """``config`` or ``TemporalVarianceConfig(**options)``: one of the two, never both."""
-    if config is None:
-        return TemporalVarianceConfig(**options)
-    if not isinstance(config, TemporalVarianceConfig):
-        raise TypeError(f"`config` should be a TemporalVarianceConfig, got {type(config).__name__}")
-    if options:
-        raise TypeError(f"pass either `config` or temporal variance options ({', '.join(options)}), not both")
-    return config
 
 
 def _check_video(generated: Any) -> None:
@@ -128,9 +119,10 @@ def _parts(generated: Tensor, gradient_mask: Optional[Tensor], config: TemporalV
     return _Parts(variance, loss, active)
 
 
-def _no_term(generated: Tensor) -> Tensor:
-    """What an inactive hinge returns: float64 zero with no graph (adds 0 and no gradient)."""
-    return torch.zeros((), dtype=torch.float64, device=generated.device)
+def _hinged(parts: _Parts, generated: Tensor) -> Tensor:
+    """The term: ``-log(v + eps)`` while the hinge is active, else a float64 zero with no graph
+    (it adds 0 and no gradient)."""
+    return parts.loss if parts.active else torch.zeros((), dtype=torch.float64, device=generated.device)
 
 
 def temporal_variance_loss(
@@ -164,7 +156,7 @@ def temporal_variance_loss(
         generated: generator output ``[B, F, C, H, W]`` (gradients flow into it), ``F >= 2``.
         gradient_mask: the host's boolean mask, ``[B, F, C, H, W]`` or ``[B, F]``, or None.
         config: a :class:`TemporalVarianceConfig`, or give its fields as keywords (``threshold``,
-            ``eps``); ``weight`` is not applied here.
+            ``eps``); ``weight`` is not applied here, so it is refused.
 
     Returns:
         float64 scalar tensor.
@@ -180,8 +172,11 @@ def temporal_variance_loss(
         >>> round(temporal_variance_loss(moving, threshold=None).item(), 4)  # no hinge
         -0.2231
     """
-    parts = _parts(generated, gradient_mask, _config(config, options))
-    return parts.loss if parts.active else _no_term(generated)
+    config = TemporalVarianceConfig.resolve(
+        config, options, user="temporal_variance_loss", unapplied=("weight",),
+        why="it returns the unweighted loss: weight it yourself, or use TemporalVarianceLoss",
+    )
+    return _hinged(_parts(generated, gradient_mask, config), generated)
 
 
 class TemporalVarianceLoss(nn.Module):
@@ -196,7 +191,7 @@ class TemporalVarianceLoss(nn.Module):
 
     def __init__(self, weight: Optional[float] = None, *, config: Optional[TemporalVarianceConfig] = None, **options: Any) -> None:
         super().__init__()
-        config = _config(config, options)
+        config = TemporalVarianceConfig.resolve(config, options)
         self.config = config if weight is None else dataclasses.replace(config, weight=weight)
 
     @property
@@ -205,7 +200,7 @@ class TemporalVarianceLoss(nn.Module):
 
     def forward(self, generated: Tensor, gradient_mask: Optional[Tensor] = None) -> Tensor:
         """``weight * temporal_variance_loss(generated, ...)``."""
-        return self.config.weight * temporal_variance_loss(generated, gradient_mask=gradient_mask, config=self.config)
+        return self.config.weight * _hinged(_parts(generated, gradient_mask, self.config), generated)
 
     def extra_repr(self) -> str:
         c = self.config
@@ -244,7 +239,7 @@ class TemporalVarianceTerm:
     options_class = TemporalVarianceConfig
 
     def __init__(self, config: Optional[TemporalVarianceConfig] = None, **options: Any) -> None:
-        self.config = _config(config, options)
+        self.config = TemporalVarianceConfig.resolve(config, options)
 
     @property
     def weight(self) -> float:
@@ -257,7 +252,7 @@ class TemporalVarianceTerm:
             "temporal_variance_loss": parts.loss.detach(),
             "temporal_variance_active": float(parts.active),
         }
-        return (parts.loss if parts.active else _no_term(ctx.generated)), logs
+        return _hinged(parts, ctx.generated), logs
 
     def __repr__(self) -> str:
         c = self.config

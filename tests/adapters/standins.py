@@ -283,6 +283,15 @@ def text_dicts(batch: int = SHAPE[0], seed: int = 7):
     return cond, uncond
 
 
+def generator_step(dmd, *, seed: int = 9):
+    """One generator step of a DMD stand-in, with the same noise whatever the seed state:
+    ``(loss, logs, [the generator's gradients])``."""
+    torch.manual_seed(seed)
+    loss, log = dmd.generator_loss(list(SHAPE), *text_dicts(), None)
+    loss.backward()
+    return loss, log, [p.grad.clone() for p in dmd.generator.parameters()]
+
+
 def call_counts(dmd) -> tuple:
     return dmd.generator.calls, dmd.real_score.calls, dmd.fake_score.calls
 

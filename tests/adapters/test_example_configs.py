@@ -62,7 +62,7 @@ def test_self_forcing_example_is_its_dmd_trainer_with_valid_msm():
     assert msm.name == "msm" and msm.weight == 0.5
 
 
-def test_fastvideo_example_is_upstreams_dmd2_yaml_with_the_msm_method(monkeypatch):
+def test_fastvideo_example_is_upstreams_dmd2_yaml_with_the_msm_method(frameworks):
     from types import SimpleNamespace
 
     import msm_plugin.hosts.fastvideo as fastvideo
@@ -75,16 +75,12 @@ def test_fastvideo_example_is_upstreams_dmd2_yaml_with_the_msm_method(monkeypatc
     assert set(config) == {"models", "method", "training", "callbacks", "pipeline"}
     module, name = method["_target_"].rsplit(".", 1)
     assert (module, name) == (fastvideo.__name__, "MSMDMD2Method")
-    sf.install_frameworks(monkeypatch)
-    try:
-        built = getattr(fastvideo, name)(cfg=SimpleNamespace(method=method), role_models=sf.fastvideo_roles())
-        (msm,) = active_losses(built)
-        assert (msm.name, msm.weight, msm.config.normalization) == ("msm", 0.5, "motion")
-    finally:
-        vars(fastvideo).pop(name, None)
+    built = getattr(fastvideo, name)(cfg=SimpleNamespace(method=method), role_models=sf.fastvideo_roles())
+    (msm,) = active_losses(built)
+    assert (msm.name, msm.weight, msm.config.normalization) == ("msm", 0.5, "motion")
 
 
-def test_fastgen_example_is_upstreams_experiment_with_the_msm_model_class(monkeypatch):
+def test_fastgen_example_is_upstreams_experiment_with_the_msm_model_class(frameworks, monkeypatch):
     import importlib.util
     import sys
     import types
@@ -93,7 +89,6 @@ def test_fastgen_example_is_upstreams_experiment_with_the_msm_model_class(monkey
     import msm_plugin.hosts.fastgen as fastgen
     from tests.adapters import framework_standins as sf
 
-    sf.install_frameworks(monkeypatch)
     experiment = "fastgen.configs.experiments.WanT2V.config_dmd2"
     upstream = types.ModuleType(experiment)
     upstream.create_config = lambda: SimpleNamespace(model_class=None, log_config=SimpleNamespace(group="wan_dmd2"))
@@ -104,16 +99,13 @@ def test_fastgen_example_is_upstreams_experiment_with_the_msm_model_class(monkey
     lazy = types.ModuleType("fastgen.utils")
     lazy.LazyCall = lambda target: lambda **kwargs: {"_target_": target, **kwargs}
     monkeypatch.setitem(sys.modules, "fastgen.utils", lazy)
-    try:
-        spec = importlib.util.spec_from_file_location("fastgen_example", CONFIGS / "fastgen_wan_t2v_dmd2_msm.py")
-        example = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(example)
-        config = example.create_config()
-        call = dict(config.model_class)
-        target = call.pop("_target_")
-        assert target is fastgen.MSMDMD2Model and issubclass(target, sf.DMD2Model)
-        model = target(**{**call, "config": sf.fastgen_config()})
-        (msm,) = active_losses(model)
-        assert (msm.name, msm.weight) == ("msm", 0.5) and config.log_config.group == "wan_dmd2_msm"
-    finally:
-        vars(fastgen).pop("MSMDMD2Model", None)
+    spec = importlib.util.spec_from_file_location("fastgen_example", CONFIGS / "fastgen_wan_t2v_dmd2_msm.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    config = example.create_config()
+    call = dict(config.model_class)
+    target = call.pop("_target_")
+    assert target is fastgen.MSMDMD2Model and issubclass(target, sf.DMD2Model)
+    model = target(**{**call, "config": sf.fastgen_config()})
+    (msm,) = active_losses(model)
+    assert (msm.name, msm.weight) == ("msm", 0.5) and config.log_config.group == "wan_dmd2_msm"

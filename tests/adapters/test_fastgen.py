@@ -15,11 +15,8 @@ from tests.reference import msm_reference
 
 
 @pytest.fixture
-def fg(monkeypatch):
-    sf.install_frameworks(monkeypatch)
-    yield fastgen
-    for name in fastgen.SUBCLASSES:
-        vars(fastgen).pop(name, None)
+def fg(frameworks):
+    return fastgen
 
 
 def student_step(model, seed=0, dtype=torch.float64):

@@ -18,11 +18,8 @@ from tests.reference import apply_frames, difference_matrix, msm_reference
 
 
 @pytest.fixture
-def fv(monkeypatch):
-    sf.install_frameworks(monkeypatch)
-    yield fastvideo
-    for name in fastvideo.SUBCLASSES:
-        vars(fastvideo).pop(name, None)  # the next test builds them from its own stand-ins
+def fv(frameworks):
+    return fastvideo
 
 
 def build(fv, cls="MSMDMD2Method", dtype=torch.float64, **method):

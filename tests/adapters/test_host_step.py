@@ -17,14 +17,6 @@ from tests.adapters.standins import SHAPE, CausVidDMD, CausVidTrainer, SelfForci
 SCHEDULE = {"lam": 0.5, "warmup_steps": 2, "per_pair_logs": False}
 
 
-@pytest.fixture
-def frameworks(monkeypatch):
-    sf.install_frameworks(monkeypatch)
-    yield
-    for module in (fastvideo, fastgen):
-        for name in module.SUBCLASSES:
-            vars(module).pop(name, None)
-
 
 # ---------------------------------------------------------------- FastVideo
 

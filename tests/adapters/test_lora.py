@@ -162,13 +162,10 @@ class WanRole(sf.Role):
 
 
 @pytest.fixture
-def fv(monkeypatch):
+def fv(frameworks):
     import msm_plugin.hosts.fastvideo as fastvideo
 
-    sf.install_frameworks(monkeypatch)
-    yield fastvideo
-    for name in fastvideo.SUBCLASSES:
-        vars(fastvideo).pop(name, None)
+    return fastvideo
 
 
 def fastvideo_step(method, batch):

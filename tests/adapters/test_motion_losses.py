@@ -8,7 +8,7 @@ import msm_plugin.hosts.fastgen as fastgen
 import msm_plugin.hosts.fastvideo as fastvideo
 from msm_plugin.adapters import apply_extra_losses
 from tests.adapters import framework_standins as sf
-from tests.adapters.standins import SHAPE, CausVidDMD, SelfForcingDMD, make_config, text_dicts
+from tests.adapters.standins import CausVidDMD, SelfForcingDMD, generator_step, make_config
 from tests.adapters.test_wrap import _mask, _reference_predictions, _run_loss, _video
 from tests.reference import temporal_variance_reference, weighted_msm_reference
 
@@ -36,14 +36,6 @@ def reference(x, real, fake, frames=None):
     return LAM * msm + WEIGHT * tv, LAM * msm_grad + WEIGHT * tv_grad
 
 
-@pytest.fixture
-def frameworks(monkeypatch):
-    sf.install_frameworks(monkeypatch)
-    yield
-    for module in (fastvideo, fastgen):
-        for name in module.SUBCLASSES:
-            vars(module).pop(name, None)  # the next test builds them from its own stand-ins
-
 
 class TestCausVidAndSelfForcing:
     HOSTS = {"causvid": CausVidDMD, "self_forcing": SelfForcingDMD}
@@ -68,13 +60,6 @@ class TestCausVidAndSelfForcing:
 
     @pytest.mark.parametrize("host", sorted(HOSTS))
     def test_weight_zero_is_the_host_bit_for_bit(self, host):
-        def generator_step(dmd):
-            cond, uncond = text_dicts()
-            torch.manual_seed(9)
-            loss, log = dmd.generator_loss(list(SHAPE), cond, uncond, None)
-            loss.backward()
-            return loss, log, [p.grad.clone() for p in dmd.generator.parameters()]
-
         plain_loss, plain_log, plain_grads = generator_step(self.HOSTS[host](make_config()))
         loss, log, grads = generator_step(apply_extra_losses(self.HOSTS[host](make_config(**ZERO))))
         assert torch.equal(loss, plain_loss)

@@ -23,14 +23,6 @@ from tests.adapters.standins import CausVidTrainer, SelfForcingTrainer, make_con
 SECTION_VARIANTS = ["msmm", "MSM", "msm_options", "Msm-Options"]
 
 
-@pytest.fixture
-def frameworks(monkeypatch):
-    sf.install_frameworks(monkeypatch)
-    yield
-    for module in (fastvideo, fastgen):
-        for name in module.SUBCLASSES:
-            vars(module).pop(name, None)
-
 
 # ---------------------------------------------------------------- CausVid / Self-Forcing YAML
 

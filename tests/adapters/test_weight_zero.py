@@ -14,7 +14,7 @@ import msm_plugin.hosts.fastvideo as fastvideo
 from msm_plugin import wrap_trainer
 from msm_plugin.adapters import pop_extra_logs
 from tests.adapters import framework_standins as sf
-from tests.adapters.standins import SHAPE, CausVidDMD, SelfForcingDMD, make_config, text_dicts
+from tests.adapters.standins import SHAPE, CausVidDMD, SelfForcingDMD, generator_step, make_config
 
 # every score timestep of the stand-ins lies in [0.02, 0.98] of the host's range: t_min 0.99 counts none
 WEIGHT_ZERO = {
@@ -23,14 +23,6 @@ WEIGHT_ZERO = {
     "empty_noise_range": {"lam": 0.5, "t_min": 0.99},
 }
 
-
-@pytest.fixture
-def frameworks(monkeypatch):
-    sf.install_frameworks(monkeypatch)
-    yield
-    for module in (fastvideo, fastgen):
-        for name in module.SUBCLASSES:
-            vars(module).pop(name, None)
 
 
 def _same(a, b):
@@ -41,16 +33,13 @@ def _same(a, b):
 @pytest.mark.parametrize("host, rollout", [("causvid", None), ("self_forcing", None), ("self_forcing", SHAPE[1] + 3)],
                          ids=["causvid", "self_forcing", "self_forcing_masked"])
 def test_dmd_chain(case, host, rollout):
-    def generator_step(dmd):
-        dmd.generated_frames = rollout
-        torch.manual_seed(9)
-        loss, log = dmd.generator_loss(list(SHAPE), *text_dicts(), None)
-        loss.backward()
-        return loss, log, [p.grad for p in dmd.generator.parameters()]
+    def dmd(**options):
+        built = {"causvid": CausVidDMD, "self_forcing": SelfForcingDMD}[host](make_config())
+        built.generated_frames = rollout
+        return wrap_trainer(built, **options) if options else built
 
-    cls = {"causvid": CausVidDMD, "self_forcing": SelfForcingDMD}[host]
-    plain_loss, _, plain_grads = generator_step(cls(make_config()))
-    loss, log, grads = generator_step(wrap_trainer(cls(make_config()), **WEIGHT_ZERO[case]))
+    plain_loss, _, plain_grads = generator_step(dmd())
+    loss, log, grads = generator_step(dmd(**WEIGHT_ZERO[case]))
     assert torch.equal(loss, plain_loss) and _same(grads, plain_grads)
     assert log["msm_lambda"] == 0.0 or log["msm_pairs_counted"] == 0
 

@@ -26,6 +26,7 @@ from tests.adapters.standins import (
     SelfForcingTrainer,
     Sharded,
     call_counts,
+    generator_step,
     make_config,
     text_dicts,
 )
@@ -203,13 +204,6 @@ class TestWrappedLoss:
 
     @pytest.mark.parametrize("host", sorted(HOSTS))
     def test_lam_zero_is_bit_identical_to_host(self, host):
-        def generator_step(dmd):
-            cond, uncond = text_dicts()
-            torch.manual_seed(9)
-            loss, log = dmd.generator_loss(list(SHAPE), cond, uncond, None)
-            loss.backward()
-            return loss, log, [p.grad.clone() for p in dmd.generator.parameters()]
-
         plain_loss, plain_log, plain_grads = generator_step(HOSTS[host](make_config()))
         loss, log, grads = generator_step(wrap_trainer(HOSTS[host](make_config()), lam=0.0))
         assert torch.equal(loss, plain_loss)
