@@ -6,8 +6,7 @@ backward of
 - ``dmd``: the host's loss math after the networks: ``grad = (pred_fake - pred_real) / n``,
   ``nan_to_num``, ``0.5 * mse(x.double(), (x.double() - grad.double()).detach())``;
 - ``msm``: :func:`msm_loss` (default ``"motion"`` normaliser, order 1);
-- ``msm_term``: the registry's ``msm`` term with its logs and per-pair diagnostics (what the
-  adapters run),
+- ``msm_term``: the registry's ``msm`` term with its default logs (what the adapters run),
 
 and the extra peak memory each allocates beyond its inputs (CUDA: the caching allocator's peak;
 CPU: the profiler's memory timeline). It also counts network calls MSM adds: score networks are

@@ -3,16 +3,19 @@
 from importlib import metadata as _metadata
 
 from msm_plugin.adapters import active_losses, unwrap_trainer, wrap_trainer
-from msm_plugin.losses import MSMConfig, MSMLoss, MSMTerm, msm_loss
-from msm_plugin.motion import motion_score
-from msm_plugin.registry import (
-    ENTRY_POINT_GROUP,
-    LossContext,
-    available_losses,
-    compose,
-    get_loss,
-    register_loss,
+from msm_plugin.context import LossContext, compose
+from msm_plugin.losses import (  # registers the built-in losses
+    MSMConfig,
+    MSMLoss,
+    MSMTerm,
+    TemporalVarianceConfig,
+    TemporalVarianceLoss,
+    TemporalVarianceTerm,
+    msm_loss,
+    temporal_variance_loss,
 )
+from msm_plugin.motion import motion_score
+from msm_plugin.registry import ENTRY_POINT_GROUP, available_losses, get_loss, register_loss
 
 try:
     __version__ = _metadata.version("msm-plugin")
@@ -26,6 +29,9 @@ __all__ = sorted(
         "MSMConfig",
         "MSMLoss",
         "MSMTerm",
+        "TemporalVarianceConfig",
+        "TemporalVarianceLoss",
+        "TemporalVarianceTerm",
         "active_losses",
         "available_losses",
         "compose",
@@ -33,6 +39,7 @@ __all__ = sorted(
         "motion_score",
         "msm_loss",
         "register_loss",
+        "temporal_variance_loss",
         "unwrap_trainer",
         "wrap_trainer",
     ]

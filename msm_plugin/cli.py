@@ -2,15 +2,18 @@
 
     msm-plugin patch NAME DIR [--check]   apply the shipped patch NAME (e.g. causvid) to the checkout DIR
     msm-plugin config [NAME]              print the example config NAME (without NAME: list them)
-    msm-plugin doctor                     torch and CUDA, importable hosts, registered extra losses
+    msm-plugin config NAME --into DIR     place it where the framework checkout DIR's launcher reads
+                                          it (FastGen, FastVideo) and print the command to run
+    msm-plugin doctor                     torch and CUDA, hosts (importable here?), extra losses, where each comes from
 
-Exit status: 0 done, 1 the patch does not apply or a loss plugin is broken, 2 a usage error
+Exit status: 0 done, 1 the patch does not apply or a host / loss plugin is broken, 2 a usage error
 (unknown name, missing folder); errors are one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import os
@@ -21,8 +24,9 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Mapping, Optional
 
+from msm_plugin.launch import FOLDER, place
 from msm_plugin.shipped import find_shipped, shipped_files
 
 __all__ = ["build_parser", "main", "probe_host"]
@@ -54,24 +58,59 @@ def probe_host(module: str) -> str:
     return "importable"
 
 
+@functools.lru_cache(maxsize=1)
+def _distributions() -> Mapping[str, List[str]]:
+    """Top-level import names -> the installed distributions providing them (read once)."""
+    # Python 3.9 lacks packages_distributions; the module then still says where a plugin comes from.
+    return metadata.packages_distributions() if hasattr(metadata, "packages_distributions") else {}
+
+
+def _owner(obj: object) -> str:
+    """``"distribution NAME (module:Qualname)"`` for a loss factory or a host class."""
+    module = getattr(obj, "__module__", "?")
+    dists = sorted(set(_distributions().get(module.split(".")[0], ())))
+    where = f"distribution {', '.join(dists)}" if dists else "no installed distribution"
+    return f"{where} ({module}:{getattr(obj, '__qualname__', obj)})"
+
+
 def _losses() -> List[str]:
-    """One line per registered extra loss: the distribution that ships its factory, and the factory."""
+    """Per registered extra loss: the distribution that ships its factory and the factory, then its
+    config options (when it declares them; MSM's variants such as ``pair_weights`` are options)."""
     from msm_plugin.registry import available_losses, get_loss
 
-    # Python 3.9 lacks packages_distributions; the factory's module still says where it comes from.
-    owners = metadata.packages_distributions() if hasattr(metadata, "packages_distributions") else {}
     lines = []
     for name in available_losses():
         factory = get_loss(name)
-        module = getattr(factory, "__module__", "?")
-        dists = sorted(set(owners.get(module.split(".")[0], ())))
-        where = f"distribution {', '.join(dists)}" if dists else "no installed distribution"
-        lines.append(f"  {name:<14} {where} ({module}:{getattr(factory, '__qualname__', factory)})")
+        lines.append(f"  {name:<18} {_owner(factory)}")
+        options = getattr(factory, "options_class", None)
+        if options is not None:
+            lines.append(f"  {'':<18} options: {', '.join(options.option_names())}")
+    return lines
+
+
+def _hosts() -> List[str]:
+    """One line per known host: whether its framework imports here, and where the adapter comes from."""
+    from msm_plugin.hosts import available_hosts, get_host
+
+    lines = []
+    here = os.getcwd()
+    added = here not in sys.path  # Self-Forcing imports from its checkout, not from site-packages
+    if added:
+        sys.path.append(here)
+    try:
+        for name in available_hosts():
+            host = get_host(name)
+            module = host.framework_module
+            found = f"{probe_host(module)} (import {module})" if module else "no framework module to probe"
+            lines.append(f"  {name:<18} {found}; adapter: {_owner(type(host))}")
+    finally:
+        if added:
+            sys.path.remove(here)
     return lines
 
 
 def doctor() -> int:
-    """Print the environment report; 1 when an extra-loss plugin fails to load."""
+    """Print the environment report; 1 when a host or extra-loss plugin fails to load."""
     import torch
 
     import msm_plugin
@@ -84,30 +123,17 @@ def doctor() -> int:
     else:
         cuda = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build, no device visible"
     print(f"torch {torch.__version__}: {cuda}")
-    from msm_plugin.hosts import available_hosts, get_host
-
-    print("hosts:")
-    here = os.getcwd()
-    added = here not in sys.path  # Self-Forcing imports from its checkout, not from site-packages
-    if added:
-        sys.path.append(here)
-    try:
-        for name in available_hosts():
-            module = get_host(name).framework_module
-            found = f"{probe_host(module)} (import {module})" if module else "no framework module to probe"
-            print(f"  {name:<14} {found}")
-    finally:
-        if added:
-            sys.path.remove(here)
-    print("extra losses:")
-    try:
-        print("\n".join(_losses()))
-    except Exception as error:  # a broken plugin: the registry's message names it and its distribution
-        print(f"  cannot list them: {type(error).__name__}: {_first_line(error)}")
-        return 1
+    status = 0
+    for title, listing in (("hosts", _hosts), ("extra losses", _losses)):
+        print(f"{title}:")
+        try:
+            print("\n".join(listing()))
+        except Exception as error:  # a broken plugin: the registry's message names it and its distribution
+            print(f"  cannot list them: {type(error).__name__}: {_first_line(error)}")
+            status = 1
     print(f"shipped patches: {', '.join(shipped_files('patch')) or 'none'}")
     print(f"shipped configs: {', '.join(shipped_files('config')) or 'none'}")
-    return 0
+    return status
 
 
 def _git_apply(directory: Path, patch: Path, *flags: str) -> subprocess.CompletedProcess:
@@ -148,13 +174,22 @@ def patch(name: str, directory: Path, check: bool = False) -> int:
     return 0
 
 
-def config(name: Optional[str]) -> int:
-    """Print the example config ``name``, or list the shipped ones."""
+def config(name: Optional[str], into: Optional[Path] = None) -> int:
+    """Print the example config ``name``, list the shipped ones, or place ``name`` in the checkout
+    ``into`` and print the command that launches it (:func:`msm_plugin.launch.place`)."""
     if name is None:
+        if into is not None:
+            raise ValueError("--into needs the name of the config to place")
         for known, path in shipped_files("config").items():
             print(f"{known:<28} {_first_line(path.read_text()).lstrip('# ').strip(chr(34))}")  # YAML comment or docstring
         return 0
-    print(find_shipped("config", name).read_text(), end="")
+    source = find_shipped("config", name)
+    if into is None:
+        print(source.read_text(), end="")
+        return 0
+    command = place(source, into)
+    print(f"placed {source.name} in {into / FOLDER}; launch it with:")
+    print(command)
     return 0
 
 
@@ -167,9 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name", help=f"which patch (shipped: {patches})")
     sub.add_argument("directory", type=Path, metavar="DIR", help="the host's checkout (its top folder)")
     sub.add_argument("--check", action="store_true", help="only say whether it applies; change nothing")
-    sub = commands.add_parser("config", help="print a shipped example config")
+    sub = commands.add_parser("config", help="print a shipped example config, or place it in a framework checkout")
     sub.add_argument("name", nargs="?", default=None, help="which config (omit to list them)")
-    commands.add_parser("doctor", help="torch and CUDA, importable hosts, registered extra losses")
+    sub.add_argument("--into", type=Path, default=None, metavar="DIR",
+                     help="a FastGen / FastVideo checkout: write the config there and print the launch command")
+    commands.add_parser("doctor", help="torch and CUDA, hosts, extra losses and where each comes from")
     return parser
 
 
@@ -180,7 +217,7 @@ def main(argv=None) -> int:
         if args.command == "patch":
             return patch(args.name, args.directory, check=args.check)
         if args.command == "config":
-            return config(args.name)
+            return config(args.name, args.into)
         return doctor()
     except ValueError as error:  # a bad name or path: find_shipped and patch say which
         print(f"msm-plugin: error: {error}", file=sys.stderr)

@@ -33,7 +33,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Collection, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, ClassVar, Collection, Dict, Mapping, NamedTuple, Optional, Tuple, Type, TypeVar
 
 __all__ = [
     "LossOptions",
@@ -41,9 +41,12 @@ __all__ = [
     "at_least",
     "boolean",
     "callable_or_none",
+    "finite_real",
     "one_of",
     "option",
+    "or_none",
     "positive_int",
+    "real_above",
     "real_at_least",
     "real_between",
 ]
@@ -53,6 +56,7 @@ __all__ = [
 Rule = Callable[[str, Any], Any]
 
 _NoneType = type(None)
+_Options = TypeVar("_Options", bound="LossOptions")
 _UnionType = getattr(types, "UnionType", typing.Union)  # `X | None` annotations (Python >= 3.10)
 
 
@@ -89,6 +93,37 @@ def real_at_least(low: float) -> Rule:
         return float(value)
 
     return rule
+
+
+def real_above(low: float) -> Rule:
+    """A finite real number ``> low`` (stored as float); a bool is not a number."""
+
+    def rule(label: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{label} should be a real number, got {_describe(value)}")
+        if not math.isfinite(value) or value <= low:
+            raise ValueError(f"{label} should be finite and > {low:g}, got {value}")
+        return float(value)
+
+    return rule
+
+
+def finite_real(label: str, value: Any) -> float:
+    """Any finite real number (stored as float); a bool is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{label} should be a real number, got {_describe(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"{label} should be finite, got {value}")
+    return float(value)
+
+
+def or_none(rule: Rule) -> Rule:
+    """None, or a value ``rule`` accepts (e.g. ``or_none(finite_real)``: a number or null)."""
+
+    def optional(label: str, value: Any) -> Any:
+        return None if value is None else rule(label, value)
+
+    return optional
 
 
 def real_between(low: float, high: float) -> Rule:
@@ -184,6 +219,9 @@ def _type_ok(value: Any, accepted: Tuple[type, ...]) -> bool:
 class LossOptions:
     """Base of a loss's typed options: every field's rule runs once, at construction."""
 
+    #: How messages name these options given as keywords (``"MSM options"``).
+    label: ClassVar[str] = "options"
+
     def __post_init__(self) -> None:
         for f in fields(self):
             rule = f.metadata.get("rule")
@@ -197,6 +235,46 @@ class LossOptions:
         return tuple(f.name for f in fields(cls))
 
     @classmethod
+    def resolve(
+        cls: Type[_Options],
+        config: Optional[_Options],
+        options: Mapping[str, Any],
+        *,
+        user: str = "",
+        unapplied: Collection[str] = (),
+        why: str = "",
+    ) -> _Options:
+        """``config`` or ``cls(**options)``, whichever a function or class taking both was given
+        (never both). ``user`` names it, and refuses the options in ``unapplied`` (those it would
+        ignore) when they differ from their defaults: a default gives the same result applied or not;
+        ``why`` says what to do instead.
+
+        Example:
+            >>> @dataclass(frozen=True)
+            ... class Opts(LossOptions):
+            ...     weight: float = option(1.0, real_at_least(0))
+            >>> Opts.resolve(None, {"weight": 2}).weight
+            2.0
+            >>> Opts.resolve(Opts(), {}, user="loss_fn", unapplied=("weight",)).weight  # the default: accepted
+            1.0
+            >>> Opts.resolve(None, {"weight": 2}, user="loss_fn", unapplied=("weight",), why="weight it yourself")
+            Traceback (most recent call last):
+            ...
+            ValueError: loss_fn does not apply `weight` (weight it yourself)
+        """
+        if config is None:
+            config = cls(**options)
+        elif not isinstance(config, cls):
+            raise TypeError(f"`config` should be an instance of {cls.__name__}, got {type(config).__name__}")
+        elif options:
+            raise TypeError(f"pass either `config` or {cls.label} ({', '.join(options)}), not both")
+        defaults = {f.name: f.default for f in fields(cls)}
+        given = [name for name in unapplied if getattr(config, name) != defaults[name]]
+        if given:
+            raise ValueError(f"{user} does not apply {', '.join(f'`{name}`' for name in given)} ({why})")
+        return config
+
+    @classmethod
     def check_names(cls, names: Collection[Any], *, loss: str) -> None:
         """Refuse a non-string or unknown option name, suggesting the closest known one."""
         known = cls.option_names()
@@ -205,7 +283,7 @@ class LossOptions:
                 raise TypeError(f"option names under `{loss}` should be strings, got {_describe(key)}")
             if key not in known:
                 close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-                hint = f"; did you mean `{close[0]}`?" if close else ""
+                hint = f"; did you mean `{close[0]}`?" if close else "."
                 raise ValueError(f"unknown option `{loss}.{key}`{hint} Options of extra loss {loss!r}: {', '.join(known)}")
 
     @classmethod
@@ -244,3 +322,8 @@ class LossOptions:
     def check_timesteps(self, unequal: UnequalTimesteps) -> None:
         """Called when the host's config means unequal per-frame score timesteps; a loss that
         cannot work then raises ValueError. The default accepts."""
+
+    def check_host_step(self, source: str) -> None:
+        """Called when the host hands over its own step and restores it on resume (``source``
+        says which, e.g. "FastGen's training iteration"), which a schedule then follows; an option
+        made for placing a resumed run without it raises ValueError. The default accepts."""

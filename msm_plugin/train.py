@@ -3,14 +3,16 @@
 Drop-in for CausVid's ``causvid/train_distillation.py`` (default) or, with ``--host self_forcing``,
 Self-Forcing's ``train.py`` (run from its checkout), with the same flags, under torchrun::
 
-    torchrun --nproc_per_node 8 -m msm_plugin.train --config_path examples/configs/causvid_wan_stage1_msm.yaml
-    torchrun --nproc_per_node 8 -m msm_plugin.train --host self_forcing --config_path configs/self_forcing_msm.yaml
+    msm-plugin config causvid_wan_stage1_msm > stage1_msm.yaml
+    torchrun --nproc_per_node 8 -m msm_plugin.train --config_path stage1_msm.yaml
+    msm-plugin config self_forcing_dmd_msm > self_forcing_msm.yaml
+    torchrun --nproc_per_node 8 -m msm_plugin.train --host self_forcing --config_path self_forcing_msm.yaml
 
 Order of events (the config is checked before anything is built or written):
 
 1. load the config as the host's script does (:meth:`~msm_plugin.hosts.Host.load_config`);
 2. validate ``extra_losses`` and the per-loss sections and build the losses
-   (:func:`msm_plugin.config.build_extra_losses`): a typo fails here, on every rank;
+   (:meth:`~msm_plugin.hosts.Host.build_losses`): a typo fails here, on every rank;
 3. build the host's *unmodified* trainer (:meth:`~msm_plugin.hosts.Host.trainer_class`);
 4. install the losses on its DMD object;
 5. route the extra losses' scalar logs of each generator step to the host's wandb run, at the
@@ -24,17 +26,33 @@ one line, ``msm-train: error: ...``, and exits with status 2.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from omegaconf import DictConfig
 
-from msm_plugin.config import build_extra_losses
-from msm_plugin.hosts import Host, available_hosts, get_host
+from msm_plugin.hosts import Host, available_hosts, detect_host, get_host
 from msm_plugin.hosts.causvid import load_yaml
 
-__all__ = ["build_parser", "load_config", "log_extra_losses", "main", "run", "upstream_trainer_class"]
+__all__ = ["build_parser", "load_config", "log_extra_losses", "main", "run", "runnable_hosts", "upstream_trainer_class"]
 
 DEFAULT_HOST = "causvid"
+
+
+def runnable_hosts() -> List[str]:
+    """The registered hosts whose own trainer msm-train can build and run.
+
+    A host qualifies when it implements :meth:`~msm_plugin.hosts.Host.trainer_class`; a host whose
+    framework picks msm-plugin's class from its config (``route``: FastVideo, FastGen) trains
+    under that framework's own launcher instead.
+
+    >>> runnable_hosts()
+    ['causvid', 'self_forcing']
+    """
+    return [
+        name
+        for name in available_hosts()
+        if not getattr(get_host(name), "route", "") and type(get_host(name)).trainer_class is not Host.trainer_class
+    ]
 
 
 def build_parser(host: str = DEFAULT_HOST) -> argparse.ArgumentParser:
@@ -44,10 +62,18 @@ def build_parser(host: str = DEFAULT_HOST) -> argparse.ArgumentParser:
         >>> build_parser().parse_args(["--config_path", "c.yaml", "--no_save"]).no_save
         True
     """
+    others = [name for name in available_hosts() if name not in runnable_hosts()]
     parser = argparse.ArgumentParser(
-        prog="msm-train", description="A host's own DMD distillation with extra generator losses (MSM) from its config."
+        prog="msm-train",
+        description="A host's own DMD distillation with extra generator losses (MSM) from its config.",
+        epilog=(
+            f"{', '.join(others)}: not run by msm-train; their framework's own launcher builds msm-plugin's "
+            "class named in the config (examples: `msm-plugin config`)."
+        )
+        if others
+        else None,
     )
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"whose trainer to run: {', '.join(available_hosts())} (default: %(default)s)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"whose trainer to run: {', '.join(runnable_hosts())} (default: %(default)s)")
     parser.add_argument("--config_path", type=str, required=True, help="the host's YAML, plus extra_losses")
     get_host(host).add_arguments(parser)
     return parser
@@ -73,8 +99,6 @@ def log_extra_losses(trainer: Any, log: Optional[Callable[..., Any]] = None, *, 
     Returns:
         ``trainer`` itself.
     """
-    from msm_plugin.hosts import detect_host
-
     (detect_host(trainer) if host is None else get_host(host)).route_logs(trainer, log)
     return trainer
 
@@ -90,15 +114,14 @@ def _prepare(argv: Optional[Sequence[str]], trainer_cls: Optional[Callable[[Any]
     host: Host = get_host(_host_name(argv))
     args = build_parser(host.name).parse_args(argv)
     config = host.load_config(args)
-    losses = build_extra_losses(config, host=host)  # fails before any model is built or file written
+    losses = host.build_losses(config)  # fails before any model is built or file written
     return host, config, losses, (trainer_cls if trainer_cls is not None else host.trainer_class())
 
 
 def _train(host: Host, config: Any, losses: list, trainer_cls: Callable[[Any], Any]) -> None:
     trainer = trainer_cls(config)
     if losses:
-        target, _ = host.target(trainer)
-        host.install(target, losses)
+        host.attach(trainer, losses)
         host.route_logs(trainer)
     trainer.train()
     import wandb

@@ -23,7 +23,7 @@ def test_patch_check_then_apply_then_already_applied(tmp_path, capsys):
     assert main(["patch", "causvid", str(tmp_path)]) == 0
     patched = script.read_text()
     added = [line for line in patched.splitlines() if "msm_plugin" in line or "msm-plugin" in line]
-    assert len(added) == 5 and "build_extra_losses(config)" in patched
+    assert len(added) == 4 and 'check_extra_losses(config, host="causvid")' in patched
     compile(patched, str(script), "exec")  # the patched stand-in is still Python
 
     assert main(["patch", "causvid", str(tmp_path)]) == 0
@@ -89,8 +89,11 @@ def test_doctor_names_torch_hosts_and_each_loss_with_its_distribution(capsys):
     assert f"torch {torch.__version__}: " in out
     # every registered host with the module it probes (none of the four frameworks is installed here)
     for host, module in [("causvid", "causvid.dmd"), ("self_forcing", "model.dmd"), ("fastvideo", "fastvideo"), ("fastgen", "fastgen")]:
-        assert f"  {host:<14} not installed (import {module})" in out
+        assert f"  {host:<18} not installed (import {module})" in out
     assert "msm" in out and "distribution msm-plugin (msm_plugin.losses.msm:MSMTerm)" in out
+    assert "  temporal_variance  distribution msm-plugin (msm_plugin.losses.temporal_variance:TemporalVarianceTerm)" in out
+    assert f"  {'':<18} options: weight, threshold, eps\n" in out
+    assert ", smoothing, pair_weights, pair_weights_mix, pair_weights_base" in out  # weighted MSM: an msm option
     assert "shipped patches: causvid" in out
 
 
@@ -116,5 +119,5 @@ def test_doctor_finds_a_host_in_the_current_directory_and_restores_sys_path(tmp_
     finally:
         for name in ("model.dmd", "model"):
             sys.modules.pop(name, None)
-    assert "  self_forcing   importable (import model.dmd)" in capsys.readouterr().out
+    assert f"  {'self_forcing':<18} importable (import model.dmd)" in capsys.readouterr().out
     assert sys.path == before

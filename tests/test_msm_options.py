@@ -124,8 +124,8 @@ class TestNoiseRange:
         ctx = LossContext(x, real, fake, timestep=_uniform_timesteps([100, 150, 990]), timestep_scale=1000)
         with caplog.at_level(logging.WARNING, logger="msm_plugin"):
             loss, logs = MSMTerm(t_min=0.5, t_max=0.9)(ctx)
-        (grad,) = torch.autograd.grad(loss, x)
-        assert loss.item() == 0 and torch.equal(grad, torch.zeros_like(grad))
+        # 0 and out of the graph: no zero gradient flows back into the host's tensors
+        assert loss.item() == 0 and loss.grad_fn is None and not loss.requires_grad
         assert logs["msm_noise_range_share"].item() == 0 and logs["msm_pairs_counted"] == 0
         assert not caplog.records
         _, logs = MSMTerm(t_min=0.1, t_max=0.9)(ctx)

@@ -1,26 +1,36 @@
-"""The example notebooks: committed without outputs, and each runs top to bottom in quick mode.
+"""The example notebooks: committed executed, with small deterministic outputs, and each runs top to
+bottom in quick mode (CI re-executes them and fails on the first cell that raises).
 
-Every notebook is executed with nbclient in a ``python3`` kernel (jupyter_client replaces the
+``examples/notebooks/execute.py`` runs them and writes them back; these tests use its functions:
+each notebook is executed with nbclient in a ``python3`` kernel (jupyter_client replaces the
 kernelspec's ``python`` by this interpreter, so the kernel sees this environment), with
-``MSM_NOTEBOOK_QUICK=1`` and ``MSM_NOTEBOOK_THREADS=1``, its working directory and output folder
+``MSM_NOTEBOOK_QUICK=1`` and one torch thread, its working directory and the demo's output folder
 in a pytest temporary directory. The teacher is exact (no training, no cache).
 """
 
 from __future__ import annotations
 
-import os
+import importlib.util
 import re
 from pathlib import Path
 
-import nbclient
 import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "examples" / "notebooks"
 NOTEBOOKS = ["01_quickstart.ipynb", "02_motion_score_explained.ipynb", "03_dmd_vs_msm.ipynb"]
-# Per cell; the slowest (the quick demo) takes about a minute on one thread of a busy 2-core machine.
-CELL_TIMEOUT_S = 900
+# Being rewritten with the demo; executed and committed once that lands (then drop it from here).
+PENDING = {"03_dmd_vs_msm.ipynb"}
+
+_spec = importlib.util.spec_from_file_location("execute_notebooks", NOTEBOOK_DIR / "execute.py")
+execute_notebooks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(execute_notebooks)
+
+
+def _pending(name):
+    return pytest.param(name, marks=pytest.mark.xfail(name in PENDING, reason="not executed yet", strict=True))
+
 
 # What each notebook must print (regular expressions over its text outputs), beyond running clean.
 EXPECTED = {
@@ -84,12 +94,13 @@ def _text(nb) -> str:
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             if output.output_type == "stream":
+                # one print can arrive in several stream chunks: glue them back as printed
                 parts.append(output.text)
             elif output.output_type in ("display_data", "execute_result"):
                 for mime in ("text/markdown", "text/plain"):
                     if mime in output.data:
-                        parts.append(output.data[mime])
-    return "\n".join(parts)
+                        parts.append(f"\n{output.data[mime]}\n")
+    return "".join(parts)
 
 
 def _count(nb, mime: str) -> int:
@@ -103,18 +114,49 @@ def _count(nb, mime: str) -> int:
 
 def test_the_three_notebooks_are_there():
     assert sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")) == NOTEBOOKS
+    assert [path.name for path in execute_notebooks.notebooks()] == NOTEBOOKS
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_committed_notebook_is_valid_and_has_no_outputs(name):
+def test_committed_notebook_is_valid(name):
     nb = _read(name)
     nbformat.validate(nb)
     assert nb.metadata.kernelspec.name == "python3"
-    code = [cell for cell in nb.cells if cell.cell_type == "code"]
-    assert code, "a notebook without code"
-    for cell in code:
-        assert cell.outputs == [], f"{name}: a committed code cell has outputs (strip them): {cell.source[:60]!r}"
-        assert cell.execution_count is None, f"{name}: a committed code cell has an execution count"
+    assert [cell for cell in nb.cells if cell.cell_type == "code"], "a notebook without code"
+
+
+@pytest.mark.parametrize("name", [_pending(name) for name in NOTEBOOKS])
+def test_committed_notebook_is_executed_with_clean_outputs(name):
+    """Every code cell ran and shows an output; no error, timestamp, absolute path or memory address.
+    (Re-run `python examples/notebooks/execute.py` after changing a notebook or what it shows.)"""
+    nb = _read(name)
+    assert execute_notebooks.problems(nb) == []
+    assert [cell.execution_count for cell in nb.cells if cell.cell_type == "code"] == list(
+        range(1, 1 + sum(cell.cell_type == "code" for cell in nb.cells))
+    )
+    size = (NOTEBOOK_DIR / name).stat().st_size
+    assert size < 400_000, f"{name} is {size} bytes: keep plots small (execute.py draws them at 60 dpi)"
+
+
+def test_clean_removes_what_differs_between_machines_and_problems_finds_it(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(1)", execution_count=7)
+    cell.metadata["execution"] = {"iopub.execute_input": "2026-01-01T10:00:00.000Z"}
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=f"wrote 3 files to {tmp_path}/msm-demo-out\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="100%|####| 20/20 [00:01<00:00, 14.2it/s]\r"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "<Obj at 0x7f3a2b1c9d90>"}, execution_count=7),
+    ]
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"), cell, nbformat.v4.new_code_cell("x = 1")]
+    found = execute_notebooks.problems(nb)
+    assert any("timestamps" in p for p in found) and any("memory address" in p for p in found)
+    assert any("absolute path" in p for p in found) and any("has no output" in p for p in found)
+    execute_notebooks.clean(nb, tmp_path)
+    assert [o.get("text", o.get("data")) for o in nb.cells[1].outputs] == [
+        "wrote 3 files to msm-demo-out\n", {"text/plain": "<Obj at 0x...>"}
+    ]
+    assert nb.cells[1].execution_count == 1 and "execution" not in nb.cells[1].metadata
+    assert execute_notebooks.problems(nb) == ["cell 2 ('x = 1') was not executed", "cell 2 ('x = 1') has no output"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -126,23 +168,11 @@ def test_notebook_opens_with_an_intro_and_a_quick_switch(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_top_to_bottom_in_quick_mode(name, tmp_path, monkeypatch):
-    # The kernel inherits this environment: quick mode, outputs under tmp_path,
-    # and the source tree importable even when the package is not installed.
-    monkeypatch.setenv("MSM_NOTEBOOK_QUICK", "1")
-    # One torch thread: the kernel shares the cores with whatever else runs, and oversubscribed
-    # OpenMP threads made the quick demo ~10x slower on a busy 2-core machine (one thread: 30 s).
-    monkeypatch.setenv("MSM_NOTEBOOK_THREADS", "1")
-    monkeypatch.setenv("MSM_NOTEBOOK_OUT", str(tmp_path / "demo-out"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    nb = _read(name)
+def test_notebook_runs_top_to_bottom_in_quick_mode(name, tmp_path):
+    """What execute.py does, in a temporary folder: the run, the expected printout, and (for the
+    notebooks committed executed) outputs that clean up into a committable notebook."""
     before = sorted(p.name for p in NOTEBOOK_DIR.iterdir())
-    client = nbclient.NotebookClient(
-        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute()  # raises CellExecutionError, naming the cell, on the first error
+    nb = execute_notebooks.execute(NOTEBOOK_DIR / name, tmp_path)  # raises CellExecutionError, naming the cell
 
     errors = [o for cell in nb.cells for o in cell.get("outputs", []) if o.output_type == "error"]
     assert errors == []
@@ -153,3 +183,5 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(name, tmp_path, monkeypatch):
         assert _count(nb, mime) >= least, f"{name}: expected at least {least} {mime} outputs, got {_count(nb, mime)}"
     # Quick mode writes nothing next to the notebooks.
     assert sorted(p.name for p in NOTEBOOK_DIR.iterdir()) == before
+    if name not in PENDING:
+        assert execute_notebooks.problems(execute_notebooks.clean(nb, tmp_path)) == []

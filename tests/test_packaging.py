@@ -39,3 +39,33 @@ def test_license_is_apache_2_and_matches_the_metadata():
     assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'license = "Apache-2.0"' in pyproject and 'license-files = ["LICENSE"]' in pyproject
+
+
+def _pyproject_version() -> str:
+    import re
+
+    return re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), flags=re.M).group(1)
+
+
+def test_the_version_is_written_once_and_the_changelog_leads_with_it():
+    import re
+    from importlib import metadata
+
+    import msm_plugin
+
+    version = _pyproject_version()
+    assert msm_plugin.__version__ == metadata.version("msm-plugin") == version, "reinstall (pip install -e .) after a version change"
+    package_sources = "\n".join(path.read_text() for path in (ROOT / "msm_plugin").rglob("*.py"))
+    assert version not in package_sources and not re.search(r"__version__ = ['\"]\d+\.\d", package_sources)
+    first = re.search(r"^## (\S+)", (ROOT / "CHANGELOG.md").read_text(), flags=re.M).group(1)
+    assert first == version, f"CHANGELOG.md's first entry is {first}, pyproject.toml says {version}"
+
+
+def test_compare_wheels_reports_missing_extra_and_changed_files():
+    import doctest
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_wheels", ROOT / ".ci" / "compare_wheels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert doctest.testmod(module).failed == 0

@@ -4,14 +4,13 @@ import pytest
 import torch
 
 from msm_plugin import registry
-from msm_plugin.losses.msm import MSMTerm
+from msm_plugin.context import LossContext, compose
+from msm_plugin.losses.msm import MSMTerm, msm_loss
 from msm_plugin.registry import (
     DuplicateLossError,
-    LossContext,
     LossPluginError,
     UnknownLossError,
     available_losses,
-    compose,
     get_loss,
     load_entry_points,
     register_loss,
@@ -53,7 +52,7 @@ def fresh(monkeypatch):
     """An empty registry whose entry points are the list this fixture returns."""
     monkeypatch.setattr(registry, "_registry", registry._Registry())
     eps = []
-    monkeypatch.setattr(registry, "_entry_points", lambda group: eps)
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
     return eps
 
 
@@ -148,8 +147,9 @@ class TestEntryPoints:
     def test_msm_is_registered_in_code_next_to_its_definition(self):
         assert get_loss("msm") is MSMTerm
         assert registry._registry.origins["msm"] == "module msm_plugin.losses.msm"
+        assert registry._registry.origins["temporal_variance"] == "module msm_plugin.losses.temporal_variance"
 
-    def test_a_source_tree_without_any_entry_point_knows_msm(self, tmp_path):
+    def test_a_source_tree_without_any_entry_point_knows_the_built_in_losses(self, tmp_path):
         # A vendored copy / PYTHONPATH checkout: no distribution metadata declares anything.
         import os
         import subprocess
@@ -167,7 +167,7 @@ class TestEntryPoints:
         env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
         out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
-        assert out.stdout.strip() == "['msm'] ['msm']"
+        assert out.stdout.strip() == "['msm', 'temporal_variance'] ['msm']"
 
 
 class TestCompose:
@@ -232,20 +232,125 @@ class TestMSMTermLogs:
         x = torch.zeros(1, 3, 1, 1, 2, requires_grad=True)
         real = torch.tensor([0.0, 1.0, 3.0]).reshape(1, 3, 1, 1, 1).expand(1, 3, 1, 1, 2)
         fake = torch.zeros(1, 3, 1, 1, 2)
-        loss, logs = MSMTerm(lam=0.25, normalization="none")(LossContext(x, real, fake))
+        loss, logs = MSMTerm(lam=0.25, normalization="none", per_pair_logs=True)(LossContext(x, real, fake))
         # D(real) = [1, 2] per pixel; g = D(fake) - D(real) = [-1, -2]
         assert loss.item() == pytest.approx(0.5 * (1 + 4) / 2)
         assert logs["msm_loss"].item() == loss.item() and logs["msm_lambda"] == 0.25
         assert logs["msm_gradient_norm"].item() == pytest.approx(1.5)
-        assert logs["msm_pairs_counted"] == 1.0
+        assert "msm_pairs_counted" not in logs  # nothing can be excluded: no mask, no pairs policy, no noise range
         assert float(logs["msm_motion_pred_real"]) == pytest.approx(1.5)
         assert float(logs["msm_motion_pair/pred_real_00"]) == 1.0 and float(logs["msm_motion_pair/pred_real_01"]) == 2.0
         assert float(logs["msm_motion_generated"]) == 0.0 and float(logs["msm_motion_pred_fake"]) == 0.0
+        # the generated video is static like the critic's prediction: its motion is 1.5 from the teacher's, 0 from the critic's
+        assert float(logs["msm_motion_gap_real"]) == pytest.approx(1.5) and float(logs["msm_motion_gap_fake"]) == 0.0
+        # MSM: D^T g = [1, 1, -2] per pixel over N = 4 entries, weight 1/4: 0.25 * sqrt(2 * 6) / 4.
+        # DMD: (fake - real) / n with n = mean |x - real| = 4/3, over 6 entries: sqrt(2 * 10) * 3/4 / 6.
+        assert logs["msm_grad_ratio"].item() == pytest.approx(0.5 * (12 / 20) ** 0.5, rel=1e-12)
 
-    def test_per_pair_logs_can_be_turned_off(self):
-        _, logs = MSMTerm(per_pair_logs=False)(_ctx())
-        assert not any(k.startswith("msm_motion_pair/") for k in logs)
+    def test_default_logs_are_a_handful_and_per_pair_logs_are_opt_in(self):
+        x = torch.randn(1, 21, 2, 3, 3, requires_grad=True)  # Wan's 21 latent frames
+        ctx = LossContext(x, torch.randn(1, 21, 2, 3, 3), torch.randn(1, 21, 2, 3, 3))
+        _, logs = MSMTerm()(ctx)
+        assert sorted(logs) == ["msm_grad_ratio", "msm_gradient_norm", "msm_lambda", "msm_loss", "msm_motion_gap_fake",
+                                "msm_motion_gap_real", "msm_motion_generated", "msm_motion_pred_fake", "msm_motion_pred_real"]
+        _, logs = MSMTerm(per_pair_logs=True)(ctx)
+        assert len(logs) == 9 + 3 * 20
+        assert "msm_grad_ratio" not in MSMTerm(feature=lambda f: f.mean(1))(ctx)[1]  # needs f's Jacobian
+
+    def test_a_feature_map_runs_once_per_video_and_its_motion_is_logged(self):
+        calls = []
+
+        def feature(frames):  # a per-frame feature, as a network would be: count its calls
+            calls.append(frames.shape[0])
+            return frames.mean(1, keepdim=True) * 2
+
+        g = torch.Generator().manual_seed(3)
+        x = torch.randn(2, 5, 3, 4, 4, generator=g, requires_grad=True)
+        real, fake = torch.randn(2, 5, 3, 4, 4, generator=g), torch.randn(2, 5, 3, 4, 4, generator=g)
+        _, logs = MSMTerm(feature=feature, per_pair_logs=True)(LossContext(x, real, fake))
+        assert calls == [10, 10, 10]  # generated, pred_real, pred_fake: the logs reuse them
+        for which, video in (("generated", x.detach()), ("pred_real", real), ("pred_fake", fake)):
+            motion = (2 * video.mean(2, keepdim=True)).diff(dim=1)
+            assert float(logs[f"msm_motion_{which}"]) == pytest.approx(motion.abs().mean().item(), rel=1e-6)
+            assert float(logs[f"msm_motion_pair/{which}_03"]) == pytest.approx(motion[:, 3].abs().mean().item(), rel=1e-6)
 
     def test_bad_per_pair_flag(self):
         with pytest.raises(TypeError, match="`per_pair_logs` should be a bool, got str 'yes'"):
             MSMTerm(per_pair_logs="yes")
+
+
+def _host_dmd_loss(x, real, fake, *, over, eps, mask):
+    """The hosts' DMD loss written out (CausVid / Self-Forcing per sample, FastVideo over the batch,
+    FastGen + 1e-6): 0.5 * mse(x, sg[x - nan_to_num((fake - real) / n)]) on the counted entries."""
+    with torch.no_grad():
+        gap = (x - real).abs()
+        n = gap.mean(dim=(1, 2, 3, 4), keepdim=True) if over == "sample" else gap.mean()
+        grad = torch.nan_to_num((fake - real) / (n + eps))
+    xd, target = x.double(), (x.double() - grad.double()).detach()
+    if mask is not None:
+        xd, target = xd[mask], target[mask]
+    return 0.5 * torch.nn.functional.mse_loss(xd, target)
+
+
+class TestGradientRatio:
+    """``msm_grad_ratio`` = ||lam dL_MSM/dx|| / ||dL_DMD/dx||: DMD's gradient by autograd through the
+    hosts' loss written out above, MSM's from the NumPy reference (explicit difference matrices)."""
+
+    SHAPE = (2, 7, 2, 3, 3)
+
+    @pytest.mark.parametrize(
+        "over, eps, masked, options",
+        [
+            ("sample", 0.0, False, {}),  # CausVid / Self-Forcing
+            ("batch", 0.0, False, {}),  # FastVideo's one scalar
+            ("sample", 1e-6, False, {}),  # FastGen
+            ("sample", 0.0, True, {}),  # Self-Forcing's gradient_mask: the first 2 frames out
+            ("sample", 0.0, False, {"order": 2, "smoothing": "binomial", "normalization": "dmd"}),
+        ],
+    )
+    def test_against_autograd_and_the_reference(self, over, eps, masked, options):
+        from tests.msm_case import random_inputs
+        from tests.reference import msm_reference
+
+        x, real, fake = random_inputs(3, self.SHAPE)
+        mask = None
+        counted = None
+        if masked:
+            mask = torch.ones(self.SHAPE, dtype=torch.bool)
+            mask[:, :2] = False
+            counted = torch.ones(self.SHAPE[0], self.SHAPE[1] - 1, 1, 1, 1)
+            counted[:, :2] = 0  # a pair counts when both of its frames do: pairs 0-1 and 1-2 are out
+        ctx = LossContext(x, real, fake, gradient_mask=mask, dmd_over=over, dmd_eps=eps)
+        _, logs = MSMTerm(lam=0.7, **options)(ctx)
+        (dmd_grad,) = torch.autograd.grad(_host_dmd_loss(x, real, fake, over=over, eps=eps, mask=mask), x)
+        _, msm_grad = msm_reference(
+            x.detach().numpy(), real.numpy(), fake.numpy(), normalization=options.get("normalization", "motion"),
+            order=options.get("order", 1), counted=None if counted is None else counted.numpy(),
+            smoothing=options.get("smoothing") == "binomial",
+        )
+        expected = 0.7 * torch.from_numpy(msm_grad).norm() / dmd_grad.norm()
+        # float64 throughout, summed in different orders: agreement to ~1e-15 relative
+        assert logs["msm_grad_ratio"].item() == pytest.approx(expected.item(), rel=1e-10)
+
+    def test_with_pair_weights_the_ratio_is_that_of_the_weighted_gradient(self):
+        from tests.msm_case import random_inputs
+
+        x, real, fake = random_inputs(3, self.SHAPE)
+        x = x.detach().requires_grad_(True)
+        _, logs = MSMTerm(lam=0.7, pair_weights="hybrid")(LossContext(x, real, fake))
+        # the weighted MSM gradient by autograd through msm_loss (checked against explicit matrices elsewhere)
+        (msm_grad,) = torch.autograd.grad(msm_loss(x, real, fake, pair_weights="hybrid"), x)
+        (dmd_grad,) = torch.autograd.grad(_host_dmd_loss(x, real, fake, over="sample", eps=0.0, mask=None), x)
+        expected = 0.7 * msm_grad.norm() / dmd_grad.norm()
+        assert logs["msm_grad_ratio"].item() == pytest.approx(expected.item(), rel=1e-10)
+        unweighted = MSMTerm(lam=0.7)(LossContext(x, real, fake))[1]["msm_grad_ratio"].item()
+        assert abs(unweighted - expected.item()) > 1e-3 * expected.item()  # the weights do change it
+
+    def test_zero_weight_zero_gradients_and_a_zero_dmd_gradient(self):
+        x = torch.randn(1, 4, 1, 2, 2, dtype=torch.float64, requires_grad=True)
+        real, fake = torch.randn(1, 4, 1, 2, 2, dtype=torch.float64), torch.randn(1, 4, 1, 2, 2, dtype=torch.float64)
+        assert MSMTerm(lam=0.0)(LossContext(x, real, fake))[1]["msm_grad_ratio"].item() == 0.0
+        assert MSMTerm(lam=1.0)(LossContext(x, real, real))[1]["msm_grad_ratio"].item() == 0.0  # both 0
+        # pred_fake - pred_real constant over frames: DMD pulls, MSM (frame differences) does not
+        zero = torch.zeros_like(real)
+        assert MSMTerm(lam=1.0)(LossContext(x, zero, zero + 0.5))[1]["msm_grad_ratio"].item() == 0.0

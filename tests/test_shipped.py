@@ -38,3 +38,16 @@ def test_unknown_names_list_the_shipped_ones():
         find_shipped("patch", "causvd")
     with pytest.raises(ValueError, match=r"`kind` should be one of \('patch', 'config'\), got 'patches'"):
         shipped_files("patches")
+
+
+@pytest.mark.parametrize("name", sorted(shipped_files("config")))
+def test_shipped_config_comments_name_commands_a_wheel_user_has(name):
+    """A wheel holds no repository folders: the comments say `msm-plugin config/patch`, not paths."""
+    import re
+
+    text = find_shipped("config", name).read_text()
+    repository_paths = re.findall(r"(?:examples/configs|examples/notebooks|patches)/[\w.-]*|git apply", text)
+    assert repository_paths == [], f"{name} points to msm-plugin's repository: {repository_paths}"
+    assert f"msm-plugin config {name}" in text, f"{name} does not say how to write itself out"
+    for kind, named in re.findall(r"msm-plugin (config|patch) ([\w-]+)", text):
+        assert named in shipped_files(kind), f"{name} names `msm-plugin {kind} {named}`, which is not shipped"

@@ -2,11 +2,15 @@
 
 FastGen's fastgen/configs/experiments/WanT2V/config_dmd2.py unchanged, except that
 ``model_class`` builds msm-plugin's subclass of ``DMD2Model`` with the extra losses as keyword
-arguments (validated before any network is built). Launch from the FastGen checkout:
+arguments (validated before any network is built). FastGen imports ``--config`` as a module
+named after its path inside the checkout (an absolute path fails), so place it there first;
+this prints the command to run:
 
-    torchrun --nproc_per_node=8 train.py --config=/path/to/fastgen_wan_t2v_dmd2_msm.py - trainer.fsdp=True
+    msm-plugin config fastgen_wan_t2v_dmd2_msm --into /path/to/FastGen
+    cd /path/to/FastGen && torchrun --nproc_per_node=8 train.py --config=msm_configs/fastgen_wan_t2v_dmd2_msm.py - trainer.fsdp=True
 
-and override an option like any other key: ``- model_class.msm.lam=0.25``.
+and override an option like any other key: ``model_class.msm.lam=0.25`` (an unknown keyword,
+e.g. ``+model_class.lam=0.25``, is refused with a did-you-mean).
 For CausVid / Self-Forcing use MSMCausVidModel / MSMSelfForcingModel on their experiment configs.
 """
 

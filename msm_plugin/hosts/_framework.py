@@ -11,7 +11,7 @@ imports a framework on its own import). A host module declares:
 The same ``hooks`` serve both ways in: the subclass overrides each method with
 ``fn(self, super().method, ...)``; :meth:`FrameworkHost.install` on an upstream instance (what
 ``wrap_trainer(method, lam=...)`` gets) patches them on that instance only, reversibly
-(:mod:`msm_plugin.adapters.hooks`). Either way the installed :class:`ExtraLosses` lives in one
+(:mod:`msm_plugin.hosts.hooks`). Either way the installed :class:`ExtraLosses` lives in one
 instance attribute, so ``wrap_trainer`` on a subclass instance just replaces it.
 """
 
@@ -23,13 +23,15 @@ import importlib
 import sys
 import warnings
 from abc import abstractmethod
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Any, Callable, ClassVar, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
-from msm_plugin.adapters.hooks import patch_method, unpatch_method
+from msm_plugin.config import EXTRA_LOSSES_KEY
+from msm_plugin.hosts.hooks import patch_method, unpatch_method
 from msm_plugin.hosts.base import ExtraLosses, Host
-from msm_plugin.registry import ExtraLoss
+from msm_plugin.context import ExtraLoss
 
-__all__ = ["FrameworkHost", "build_subclass", "extra_of", "set_extra", "subclass_getattr"]
+__all__ = ["FrameworkHost", "build_subclass", "extra_of", "following_step", "require_listed", "set_extra", "subclass_getattr"]
 
 #: The instance attribute holding the installed :class:`ExtraLosses`.
 _STATE_ATTR = "_msm_plugin_extra"
@@ -51,6 +53,37 @@ def set_extra(obj: Any, extra: Optional[ExtraLosses]) -> None:
             object.__delattr__(obj, _STATE_ATTR)
     else:
         object.__setattr__(obj, _STATE_ATTR, extra)
+
+
+@contextmanager
+def following_step(obj: Any, step: Callable[[], int]) -> Iterator[None]:
+    """During one training step of ``obj``, its extra losses read the host's generator step from ``step``."""
+    extra = extra_of(obj)
+    if extra is None:
+        yield
+        return
+    saved, extra.step_source = extra.step_source, step
+    try:
+        yield
+    finally:
+        extra.step_source = saved
+
+
+def require_listed(options: Mapping[str, Any], cls: str, where: str, example: str) -> None:
+    """Refuse an msm-plugin class chosen with no ``extra_losses`` at all: it would train the host's
+    plain loss. An explicit empty list (a baseline run with the same config) is accepted.
+
+    Example:
+        >>> require_listed({}, "MSMDMD2Method", "`method.extra_losses`", "`extra_losses: [msm]` under `method:`")
+        Traceback (most recent call last):
+        ...
+        ValueError: MSMDMD2Method adds the extra losses `method.extra_losses` lists, but there is none: add `extra_losses: [msm]` under `method:`, or an empty list for a run without extra losses
+    """
+    if EXTRA_LOSSES_KEY not in options:
+        raise ValueError(
+            f"{cls} adds the extra losses {where} lists, but there is none: add {example}, "
+            "or an empty list for a run without extra losses"
+        )
 
 
 def _override(name: str, hook: Hook, owner: list) -> Callable:
@@ -122,12 +155,6 @@ class FrameworkHost(Host):
     def config_of(self, obj: Any) -> Any:
         """The mapping holding ``extra_losses`` and the per-loss sections for ``obj``."""
 
-    def build_losses(self, section: Mapping[str, Any]) -> Sequence[ExtraLoss]:
-        """The extra losses a constructor's ``extra_losses`` and per-loss sections ask for, validated."""
-        from msm_plugin.config import build_extra_losses
-
-        return build_extra_losses(section, host=self)
-
     def extras(self, losses: Sequence[ExtraLoss]) -> Optional[ExtraLosses]:
         """The :class:`ExtraLosses` a constructor installs for ``losses`` (None for none)."""
         return ExtraLosses(losses) if losses else None
@@ -143,11 +170,13 @@ class FrameworkHost(Host):
 
     def install(self, target: Any, losses: Sequence[ExtraLoss]) -> None:
         extra = ExtraLosses(losses)  # checks the losses before any change
-        if extra_of(target) is not None:
+        previous = extra_of(target)
+        if previous is not None:
             warnings.warn(
-                f"{type(target).__name__} already has msm_plugin extra losses; replacing them (they never stack)",
+                f"{type(target).__name__} already has msm_plugin extra losses; replacing them (they never stack): "
+                f"{extra.take_over(previous)}",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         if not getattr(type(target), _HOOKED_ATTR, False):
             for name, hook in self.hooks.items():

@@ -30,13 +30,29 @@ INSTALL_HINT = (
 )
 
 
+def _yaml_error(path: str, error: Exception) -> str:
+    """One line for a YAML syntax error: the file, the 1-based line and column, what the parser expected."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(error, "problem", None) or " ".join(str(error).split())
+    context, started = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and started is not None:
+        problem += f" ({context.replace('while parsing', 'in')} that starts at line {started.line + 1}, column {started.column + 1})"
+    return f"{path} is not valid YAML: {where}{problem}"
+
+
 def load_yaml(path: str) -> Any:
-    """``OmegaConf.load(path)``, refusing a missing file or a YAML that is not a mapping."""
+    """``OmegaConf.load(path)``, refusing a missing file, a YAML syntax error (ValueError naming the
+    file and the line) or a YAML that is not a mapping."""
+    import yaml
     from omegaconf import DictConfig, OmegaConf
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--config_path: no such file {path!r}")
-    config = OmegaConf.load(path)
+    try:
+        config = OmegaConf.load(path)
+    except yaml.YAMLError as error:
+        raise ValueError(_yaml_error(path, error)) from None
     if not isinstance(config, DictConfig):
         raise TypeError(f"expected {path} to hold a mapping of config keys, got a {type(config).__name__}")
     return config
@@ -47,6 +63,17 @@ class CausVidHost(DMDChainHost):
     framework_module = "causvid.dmd"
     description = "a CausVid Trainer (with .distillation_model) or a DMD object (with compute_distribution_matching_loss)"
     logging_methods = ("train_one_step",)
+    # The top-level keys of CausVid's configs (configs/*.yaml at ca21150) and the flags its script sets.
+    config_keys = frozenset({
+        "backward_simulation", "batch_size", "beta1", "beta2", "data_path", "denoising_loss_type",
+        "denoising_step_list", "dfake_gen_update_ratio", "distillation_loss", "fake_score_fsdp_wrap_strategy",
+        "fake_score_grad", "fake_task_type", "generator_ckpt", "generator_fsdp_wrap_strategy", "generator_grad",
+        "generator_name", "generator_task", "gradient_checkpointing", "image_or_video_shape", "log_iters", "lr",
+        "mixed_precision", "model_name", "negative_prompt", "no_save", "no_visualize", "num_frame_per_block",
+        "num_train_timestep", "output_path", "real_guidance_scale", "real_score_fsdp_wrap_strategy", "real_score_grad",
+        "real_task_type", "seed", "sharding_strategy", "text_encoder_fsdp_wrap_strategy", "timestep_shift",
+        "wandb_entity", "wandb_host", "wandb_key", "wandb_name", "wandb_project", "warp_denoising_step",
+    })
 
     def trainer_dmd(self, trainer: Any) -> Optional[Tuple[Any, Any]]:
         if hasattr(trainer, "distillation_model"):

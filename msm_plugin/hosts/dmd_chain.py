@@ -5,7 +5,7 @@ thu-ml/Causal-Forcing) have the same chain ``generator_loss -> compute_distribut
 -> _compute_kl_grad``; :class:`DMDChainHost` is the base of both host modules, which add only how
 to find the DMD object in their trainer, their timestep config keys and their logging route.
 
-Two instance methods of the host's ``DMD`` are wrapped (see :mod:`msm_plugin.adapters.hooks`):
+Two instance methods of the host's ``DMD`` are wrapped (see :mod:`msm_plugin.hosts.hooks`):
 
 - ``_compute_kl_grad``: unchanged result; while it runs, :class:`~msm_plugin.hosts._capture.ScoreCapture`
   records the score wrappers' outputs, and afterwards the predictions of this step are kept
@@ -19,6 +19,8 @@ Two instance methods of the host's ``DMD`` are wrapped (see :mod:`msm_plugin.ada
 
 The predictions are read the same way for both (the log dict when it has them, the captured
 outputs otherwise), so a bare DMD object behaves the same whichever of the two hosts is detected.
+Given a trainer, the schedules follow its ``step`` (the generator trains when ``step %
+dfake_gen_update_ratio == 0``); a bare DMD object has no step, and a scheduled loss counts its calls.
 
 Nothing else is touched: ``generator_loss``, ``critic_loss``, the timesteps, the sampled noise,
 the networks and their ``state_dict()``. No network is called by the adapter.
@@ -30,14 +32,14 @@ import inspect
 import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor
 
-from msm_plugin.adapters.hooks import patch_method, unpatch_method
+from msm_plugin.hosts.hooks import patch_method, unpatch_method
 from msm_plugin.hosts._capture import Predictions, ScoreCapture, check_score_modules, predictions_from_log
-from msm_plugin.hosts.base import ExtraLosses, Host
-from msm_plugin.registry import ExtraLoss, LossContext
+from msm_plugin.hosts.base import ExtraLosses, Host, generator_steps_before
+from msm_plugin.context import ExtraLoss, LossContext
 
 __all__ = ["DMDChainHost", "check_dmd", "is_wrapped", "pop_extra_logs", "unwrap_dmd", "wrap_dmd", "wrap_step_logging"]
 
@@ -152,7 +154,8 @@ def _loss_wrapper(dmd: Any, state: _State) -> Callable[[Callable], Callable]:
 def wrap_dmd(dmd: Any, losses: Sequence[ExtraLoss]) -> Any:
     """Add ``losses`` to ``dmd``'s generator loss, in place; returns ``dmd``.
 
-    Wrapping an already wrapped object warns and replaces the previous losses (never stacks).
+    Wrapping an already wrapped object replaces the previous losses (never stacks) with a warning
+    that says what changed; their schedules continue (:meth:`ExtraLosses.take_over`).
 
     Args:
         dmd: a CausVid or Self-Forcing ``DMD`` (or anything with the same interface).
@@ -164,9 +167,10 @@ def wrap_dmd(dmd: Any, losses: Sequence[ExtraLoss]) -> Any:
     check_dmd(dmd)
     extra = ExtraLosses(losses)
     if is_wrapped(dmd):
+        changes = extra.take_over(vars(dmd)[_STATE_ATTR].extra)
         warnings.warn(
             f"{type(dmd).__name__} is already wrapped by msm_plugin; replacing the previous extra losses "
-            "(wrappers never stack)",
+            f"(wrappers never stack): {changes}",
             UserWarning,
             stacklevel=2,
         )
@@ -241,6 +245,20 @@ class DMDChainHost(Host):
 
     def matches(self, obj: Any) -> bool:
         return self.trainer_dmd(obj) is not None or _is_dmd(obj)
+
+    def step_source(self, obj: Any) -> Optional[Callable[[], int]]:
+        """The trainer's ``step`` (from 0; the generator trains when ``step %
+        dfake_gen_update_ratio == 0``) as a generator step; None for a bare DMD object."""
+        found = self.trainer_dmd(obj)
+        if found is None or not hasattr(obj, "step"):
+            return None
+        config = found[1]
+
+        def step() -> int:
+            every = config.get("dfake_gen_update_ratio") if isinstance(config, Mapping) else getattr(config, "dfake_gen_update_ratio", None)
+            return generator_steps_before(obj.step, int(every or 1), first=0)
+
+        return step
 
     def target(self, obj: Any) -> Tuple[Any, Any]:
         found = self.trainer_dmd(obj)

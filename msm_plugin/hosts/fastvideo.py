@@ -9,8 +9,12 @@ subclasses of its ``DMD2Method`` / ``SelfForcingMethod`` add MSM from the same `
       msm: {lam: 0.5}
 
 - Config: ``method.extra_losses`` and ``method.msm`` are validated first thing in the
-  constructor, before the parent's (no optimiser, preprocessor or RNG touched). FastVideo has
+  constructor, before the parent's (no optimiser, preprocessor or RNG touched); so is the YAML's
+  top level, where an ``msm:`` or ``extra_losses:`` would not be read, and a method with no
+  ``method.extra_losses`` at all is refused (an empty list runs without them). FastVideo has
   already built the role models by then (its builder does that before resolving the method).
+- Schedule: counted in generator steps from ``single_train_step``'s ``iteration`` (the optimiser
+  step, the same for each gradient-accumulation round, restored on resume).
 - Predictions: ``_dmd_loss(generator_pred_x0, batch)`` keeps them as local variables; the hook
   records the outputs of the calls it makes anyway (``critic.predict_x0`` and
   ``teacher.predict_x0`` with ``conditional=True/False`` in ``DMD2Method``;
@@ -36,9 +40,10 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import Tensor
 
-from msm_plugin.hosts._framework import FrameworkHost, extra_of, set_extra, subclass_getattr
-from msm_plugin.hosts.base import Call, recorded_calls
-from msm_plugin.registry import LossContext
+from msm_plugin.config import refuse_unused_settings
+from msm_plugin.hosts._framework import FrameworkHost, extra_of, following_step, require_listed, set_extra, subclass_getattr
+from msm_plugin.hosts.base import Call, generator_steps_before, recorded_calls
+from msm_plugin.context import LossContext
 
 __all__ = ["FastVideoHost", "MSMDMD2Method", "MSMSelfForcingMethod"]
 
@@ -50,6 +55,17 @@ SUBCLASSES = {
     "MSMDMD2Method": f"{_METHODS}.dmd2:DMD2Method",
     "MSMSelfForcingMethod": f"{_METHODS}.self_forcing:SelfForcingMethod",
 }
+
+
+#: The top-level keys of FastVideo's run config (``load_run_config``).
+TOP_LEVEL_KEYS = frozenset({"models", "method", "training", "callbacks", "pipeline"})
+
+
+def generator_interval(method: Any) -> int:
+    """``method.generator_update_interval`` as FastVideo reads it: the student trains at the
+    iterations that are multiples of it (1 when unset, every iteration when <= 0)."""
+    raw = method.method_config.get("generator_update_interval")
+    return 1 if raw is None else int(float(raw))
 
 
 def guidance_scale(method: Any) -> float:
@@ -129,10 +145,16 @@ def _dmd_loss(method: Any, original: Any, generator_pred_x0: Tensor, batch: Any)
 
 
 def _single_train_step(method: Any, original: Any, batch: Any, iteration: int) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
-    """FastVideo's step, its metrics plus the extra scalars of this step (none on critic-only steps)."""
-    loss_map, outputs, metrics = original(batch, iteration)
+    """FastVideo's step, its metrics plus the extra scalars of this step (none on critic-only steps).
+
+    The schedules follow ``iteration`` (from 1, the same for every accumulation round, restored on
+    resume), counted in generator steps."""
+    with following_step(method, lambda: generator_steps_before(iteration, generator_interval(method), first=1)):
+        loss_map, outputs, metrics = original(batch, iteration)
     extra = extra_of(method)
-    logs = {} if extra is None else extra.pop_logs()
+    # device scalars as they are: FastVideo sums them over gradient accumulation on the device and
+    # reads each once per optimiser step, so the hook adds no device sync
+    logs = {} if extra is None else extra.pop_logs(floats=False)
     clash = sorted(set(logs) & set(metrics))
     if clash:
         raise ValueError(f"FastVideo's step metrics already have the keys {clash}; the extra losses would overwrite them")
@@ -140,9 +162,15 @@ def _single_train_step(method: Any, original: Any, batch: Any, iteration: int) -
 
 
 def _init(method: Any, original: Any, *, cfg: Any, role_models: Any) -> None:
-    """Validate ``cfg.method``'s extra losses before FastVideo's constructor runs, then install them."""
+    """Validate ``cfg.method``'s extra losses (and the YAML's top level, where they are not read)
+    before FastVideo's constructor runs, then install them."""
     host = FastVideoHost()
-    losses = host.build_losses(dict(getattr(cfg, "method", None) or {}))
+    section = dict(getattr(cfg, "method", None) or {})
+    raw = getattr(cfg, "raw", None)  # the whole YAML, as FastVideo's RunConfig keeps it
+    if raw is not None:
+        refuse_unused_settings(raw, home=host.settings_at, host_keys=TOP_LEVEL_KEYS, listed=section.get("extra_losses") or ())
+    losses = host.build_losses(section)
+    require_listed(section, type(method).__name__, "`method.extra_losses`", "`extra_losses: [msm]` (and `msm: {lam: ...}`) under `method:`")
     original(cfg=cfg, role_models=role_models)
     set_extra(method, host.extras(losses))
 
@@ -153,6 +181,23 @@ class FastVideoHost(FrameworkHost):
     description = "a FastVideo DMD2Method / SelfForcingMethod (with _dmd_loss, teacher, critic, method_config)"
     required = ("_dmd_loss", "single_train_step", "teacher", "critic", "method_config")
     hooks = {"_dmd_loss": _dmd_loss, "single_train_step": _single_train_step}
+    settings_at = "method."
+    restored_step = "FastVideo's training iteration"
+    # The `method:` keys FastVideo's methods read or its example configs set (at 2f3d4074).
+    config_keys = frozenset({
+        "_target_", "adv_clip_max", "adv_mode", "attn_kind", "beta", "betas", "cfg_uncond", "chunk_size",
+        "consistency_ratio", "context_noise", "decay_type", "diffusion_ratio", "discrete_cd_N", "dmd_denoising_steps",
+        "dmd_score_r_value", "ema", "ema_decay", "ema_start_step", "enable_gradient_in_rollout", "epsilon",
+        "fake_score_betas", "fake_score_learning_rate", "fake_score_lr_scheduler", "fuse_guidance_scale",
+        "generator_update_interval", "guidance_scale", "kl_beta", "max_grad_norm", "max_timestep_ratio",
+        "min_timestep_ratio", "num_batches_per_epoch", "num_frames_per_block", "num_inner_epochs",
+        "num_video_per_prompt", "real_score_guidance_scale", "reward_fn", "rollout_mode", "same_step_across_blocks",
+        "sample_train_batch_size", "sampling", "start_gradient_frame", "streaming_chunk_size",
+        "streaming_fixed_overlap_latents", "streaming_min_new_frame", "student_sample_steps", "student_sample_type",
+        "t_list", "t_list_override", "teacher_guidance_scale", "teacher_inference_steps", "teacher_path_cache",
+        "terminal_progress", "timestep_fraction", "train_batch_size", "use_mean_velocity", "validation",
+        "warp_denoising_step", "weight_type",
+    })
     route = (
         "FastVideo builds the method class its YAML names: set `method._target_: "
         "msm_plugin.hosts.fastvideo.MSMDMD2Method` (or MSMSelfForcingMethod) with `extra_losses: [msm]` "

@@ -38,6 +38,23 @@ class SelfForcingHost(DMDChainHost):
     framework_module = "model.dmd"  # not a distribution: importable from its checkout (the cwd)
     description = "a Self-Forcing Trainer (with .model and .config)"
     logging_methods = ("fwdbwd_one_step",)
+    # The top-level keys of Self-Forcing's configs (configs/*.yaml at 33593df), the flags its
+    # train.py sets and the optional keys its code reads with a default.
+    config_keys = frozenset({
+        "batch_size", "beta1", "beta1_critic", "beta2", "beta2_critic", "causal", "ckpt_step", "config_name",
+        "context_noise", "data_path", "denoising_loss_type", "denoising_step_list", "dfake_gen_update_ratio",
+        "disable_wandb", "discriminator_lr_multiplier", "distribution_loss", "ema_start_step", "ema_weight",
+        "eval_first_n", "fake_guidance_scale", "fake_name", "fake_score_fsdp_wrap_strategy", "gc_interval",
+        "generator_ckpt", "generator_fsdp_wrap_strategy", "gradient_checkpointing", "guidance_scale", "height",
+        "i2v", "image_or_video_shape", "independent_first_frame", "last_step_only", "load_raw_video", "log_iters",
+        "logdir", "lr", "lr_critic", "min_score_timestep", "mixed_precision", "model_kwargs", "negative_prompt",
+        "no_save", "no_visualize", "num_frame_per_block", "num_frames", "num_samples", "num_train_timestep",
+        "num_training_frames", "prompt_name", "prompt_path", "real_guidance_scale", "real_name",
+        "real_score_fsdp_wrap_strategy", "same_step_across_blocks", "seed", "sharding_strategy", "sid_alpha",
+        "text_encoder_cpu_offload", "text_encoder_fsdp_wrap_strategy", "timestep_shift", "total_batch_size",
+        "trainer", "ts_schedule", "ts_schedule_max", "wandb_entity", "wandb_host", "wandb_key", "wandb_project",
+        "wandb_save_dir", "warp_denoising_step", "weight_decay", "width",
+    })
 
     def trainer_dmd(self, trainer: Any) -> Optional[Tuple[Any, Any]]:
         model = getattr(trainer, "model", None)
@@ -69,7 +86,7 @@ class SelfForcingHost(DMDChainHost):
                 f"no {DEFAULT_CONFIG} in {os.getcwd()}: run msm-train --host self_forcing from the "
                 "Self-Forcing checkout (or a fork's), as its train.py"
             )
-        config = OmegaConf.merge(OmegaConf.load(DEFAULT_CONFIG), user)
+        config = OmegaConf.merge(load_yaml(DEFAULT_CONFIG), user)
         config.no_save = args.no_save
         config.no_visualize = args.no_visualize
         config.config_name = os.path.basename(args.config_path).split(".")[0]

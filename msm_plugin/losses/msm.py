@@ -16,6 +16,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from msm_plugin.losses.pair_weights import DIAGDISTILL_BASE, DIAGDISTILL_MIX, hybrid_pair_weights
 from msm_plugin.motion import (
     motion_score,
     motion_score_adjoint,
@@ -33,10 +34,12 @@ from msm_plugin.options import (
     one_of,
     option,
     positive_int,
+    real_above,
     real_at_least,
     real_between,
 )
-from msm_plugin.registry import dmd_normalizer, register_loss
+from msm_plugin.context import dmd_normalizer
+from msm_plugin.registry import register_loss
 
 __all__ = ["MSMConfig", "MSMLoss", "MSMTerm", "msm_loss", "scheduled_lam"]
 
@@ -45,6 +48,7 @@ logger = logging.getLogger("msm_plugin")
 NORMALIZATIONS = ("motion", "dmd", "none")
 TIMESTEP_POLICIES = ("strict", "pairs")
 SMOOTHINGS = ("none", "binomial")
+PAIR_WEIGHTS = ("none", "hybrid")
 #: Frames the binomial [1, 2, 1] / 4 filter removes (valid part only, see motion.smooth_frames).
 _SMOOTHING_REACH = {"none": 0, "binomial": 2}
 
@@ -59,35 +63,46 @@ class MSMConfig(LossOptions):
         normalization: ``"motion"``, ``"dmd"`` or ``"none"`` (see :func:`msm_loss`).
         order: 1 (velocity, eq. 10) or higher (2: acceleration).
         timestep_policy: ``"strict"`` (one timestep per sample) or ``"pairs"``.
-        per_pair_logs: log mean |D| per frame pair too (the registry term only).
+        per_pair_logs: also log mean |D| per frame pair, ``3 (F - order)`` more keys per step
+            (the registry term only; off by default: 60 keys at Wan's 21 latent frames).
         feature: per-frame callable ``[N, C, H, W] -> [N, ...]`` (sec. 6.1); code only.
         warmup_steps, ramp_steps: the schedule of the weight (the registry term and
-            :class:`MSMLoss`): 0 for the first ``warmup_steps`` generator steps, then a linear
-            ramp to ``lam`` over ``ramp_steps`` steps (see :func:`scheduled_lam`). 0, 0: ``lam``
-            from the first step (the paper).
-        start_step: the generator step the registry term's own counter starts from, for a
-            resumed run (or :meth:`MSMTerm.set_step`).
+            :class:`MSMLoss`): 0 for the first ``warmup_steps`` generator steps (optimiser
+            steps), then a linear ramp to ``lam`` over ``ramp_steps`` steps (see
+            :func:`scheduled_lam`). 0, 0: ``lam`` from the first step (the paper).
+        start_step: the generator steps made before the step counter the schedule follows
+            starts: of earlier runs, for a resumed run whose host restarts its step at 0 (CausVid,
+            Self-Forcing) or that counts calls (a bare DMD object, or :meth:`MSMTerm.set_step`).
+            Refused where the host restores its step on resume (FastVideo, FastGen).
         t_min, t_max: the noise range, fractions of the host's timestep range
             (``timestep / LossContext.timestep_scale``; 1 is pure noise): only samples (frames)
             whose score timestep lies in ``[t_min, t_max]`` count. 0, 1: all (the paper).
         smoothing: ``"none"`` (the paper's :math:`D`) or ``"binomial"``: the motion score of the
             frames smoothed by ``[1, 2, 1] / 4``, :math:`M = D S` (valid part, ``F - order - 2``
             entries), so the gradient ``S^T D^T g`` is a temporal band-pass.
+        pair_weights: ``"none"`` (the paper) or ``"hybrid"``: DiagDistill's detached per-pair
+            weights ``w`` scale the gradient, ``D^T (w * g) / N``
+            (:func:`~msm_plugin.losses.pair_weights.hybrid_pair_weights`).
+        pair_weights_mix, pair_weights_base: the hybrid's share of error-driven weights (in
+            [0, 1]) and the base of its exponential weights (> 0; 1: uniform); DiagDistill's
+            0.7 and 1.2 by default. Only with ``pair_weights="hybrid"``.
 
     Example:
         >>> MSMConfig(lam=1, order=2)
-        MSMConfig(lam=1.0, normalization='motion', order=2, timestep_policy='strict', per_pair_logs=True, feature=None, warmup_steps=0, ramp_steps=0, start_step=0, t_min=0.0, t_max=1.0, smoothing='none')
+        MSMConfig(lam=1.0, normalization='motion', order=2, timestep_policy='strict', per_pair_logs=False, feature=None, warmup_steps=0, ramp_steps=0, start_step=0, t_min=0.0, t_max=1.0, smoothing='none', pair_weights='none', pair_weights_mix=0.7, pair_weights_base=1.2)
         >>> MSMConfig(normalization="motoin")
         Traceback (most recent call last):
         ...
         ValueError: `normalization` should be one of ('motion', 'dmd', 'none'), got 'motoin'
     """
 
+    label = "MSM options"
+
     lam: float = option(1.0, real_at_least(0))
     normalization: str = option("motion", one_of(*NORMALIZATIONS))
     order: int = option(1, positive_int("1: velocity, 2: acceleration"))
     timestep_policy: str = option("strict", one_of(*TIMESTEP_POLICIES))
-    per_pair_logs: bool = option(True, boolean)
+    per_pair_logs: bool = option(False, boolean)
     feature: Optional[Callable[[Tensor], Tensor]] = option(None, callable_or_none("applied per frame"), code_only=True)
     warmup_steps: int = option(0, at_least(0))
     ramp_steps: int = option(0, at_least(0))
@@ -95,11 +110,20 @@ class MSMConfig(LossOptions):
     t_min: float = option(0.0, real_between(0, 1))
     t_max: float = option(1.0, real_between(0, 1))
     smoothing: str = option("none", one_of(*SMOOTHINGS))
+    pair_weights: str = option("none", one_of(*PAIR_WEIGHTS))
+    pair_weights_mix: float = option(DIAGDISTILL_MIX, real_between(0, 1))
+    pair_weights_base: float = option(DIAGDISTILL_BASE, real_above(0))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.t_min > self.t_max:
             raise ValueError(f"the noise range needs `t_min` <= `t_max`, got t_min={self.t_min} > t_max={self.t_max}")
+        for name, default in (("pair_weights_mix", DIAGDISTILL_MIX), ("pair_weights_base", DIAGDISTILL_BASE)):
+            if self.pair_weights == "none" and getattr(self, name) != default:
+                raise ValueError(
+                    f"`{name}` shapes the hybrid pair weights, which are off: set `pair_weights` to 'hybrid' as well, "
+                    f"got {name}={getattr(self, name)} with pair_weights='none'"
+                )
 
     @property
     def noise_range_on(self) -> bool:
@@ -115,6 +139,14 @@ class MSMConfig(LossOptions):
     def reach(self) -> int:
         """Frames an entry of the motion operator spans minus one: ``order`` (+ 2 when smoothed)."""
         return self.order + _SMOOTHING_REACH[self.smoothing]
+
+    def check_host_step(self, source: str) -> None:
+        """The schedule follows a host step that survives a resume there: ``start_step`` would count twice."""
+        if self.start_step:
+            raise ValueError(
+                f"MSM's `start_step` ({self.start_step}) is not used: the schedule follows {source}, "
+                "which the host restores on resume; remove `start_step`"
+            )
 
     def check_timesteps(self, unequal: UnequalTimesteps) -> None:
         """The strict policy refuses a config with unequal per-frame score timesteps (sec. 6.2)."""
@@ -151,17 +183,6 @@ def scheduled_lam(config: MSMConfig, step: int) -> float:
     if done >= config.ramp_steps:
         return config.lam  # exactly lam, not lam * 1.0 rounded: the paper's weight once ramped
     return config.lam * done / config.ramp_steps
-
-
-def _config(config: Optional[MSMConfig], options: Dict[str, Any]) -> MSMConfig:
-    """``config`` or ``MSMConfig(**options)``: one of the two, never both."""
-    if config is None:
-        return MSMConfig(**options)
-    if not isinstance(config, MSMConfig):
-        raise TypeError(f"`config` should be an MSMConfig, got {type(config).__name__}")
-    if options:
-        raise TypeError(f"pass either `config` or MSM options ({', '.join(options)}), not both")
-    return config
 
 
 def _check_inputs(generated: Tensor, pred_real: Tensor, pred_fake: Tensor, timestep: Optional[Tensor], reach: int) -> None:
@@ -252,7 +273,8 @@ def _frame_level(mask: Tensor, generated: Tensor, feature_dims: Optional[int]) -
 
 
 class _MotionMatch(torch.autograd.Function):
-    """``0.5 * sum(g**2) / N`` with gradient ``M^T g / N`` w.r.t. ``y`` (``g`` fixed).
+    """``0.5 * sum(g**2) / N`` with gradient ``M^T g / N`` w.r.t. ``y`` (``g`` fixed); with per-pair
+    weights ``w``, ``0.5 * sum(w * g**2) / N`` with gradient ``M^T (w * g) / N``.
 
     ``M = D`` (order ``order``), or ``D S`` when ``smoothed`` (then ``M^T = S^T D^T``). Equal in
     value and gradient to ``0.5 * mean((M y - sg[M y - g])**2)``, the hosts' DMD surrogate
@@ -261,10 +283,12 @@ class _MotionMatch(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, y: Tensor, g: Tensor, order: int, count: int, smoothed: bool) -> Tensor:
-        ctx.save_for_backward(g)
+    def forward(ctx, y: Tensor, g: Tensor, order: int, count: int, smoothed: bool, pair_weights: Optional[Tensor] = None) -> Tensor:
+        ctx.save_for_backward(g if pair_weights is None else g * pair_weights)
         ctx.order, ctx.count, ctx.y_dtype, ctx.smoothed = order, count, y.dtype, smoothed
-        return 0.5 * torch.sum(g * g) / count
+        if pair_weights is None:
+            return 0.5 * torch.sum(g * g) / count
+        return 0.5 * torch.sum(g * g * pair_weights) / count
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -273,7 +297,7 @@ class _MotionMatch(torch.autograd.Function):
         if ctx.smoothed:
             grad_y = smooth_frames_adjoint(grad_y)
         grad_y = grad_y.mul_(grad_out / ctx.count)
-        return grad_y.to(ctx.y_dtype), None, None, None, None
+        return grad_y.to(ctx.y_dtype), None, None, None, None, None
 
 
 @dataclass
@@ -283,8 +307,15 @@ class _Terms:
     loss: Tensor  # float64 scalar, unweighted
     grad: Tensor  # g, float64 [B, F - reach, ...], zero where not counted
     num_counted: int
-    num_total: int
+    # f(x) (detached), f(pred_real), f(pred_fake): the videos themselves without a feature map
+    features: Tuple[Tensor, Tensor, Tensor]
     in_noise_range: Optional[Tensor] = None  # [B, F] bool, when the noise range is on
+    pair_weights: Optional[Tensor] = None  # w, float64 [B, F - reach, 1, ...], when pair_weights is on
+
+    @property
+    def num_total(self) -> int:
+        """The motion entries there are, counted or not."""
+        return self.grad.numel()
 
 
 def _msm_terms(
@@ -313,9 +344,10 @@ def _msm_terms(
     fx = _per_frame(feature, generated)  # carries the generator's graph
     with torch.no_grad():
         fr = _per_frame(feature, pred_real.detach())
+        ff = _per_frame(feature, pred_fake.detach())
         # Work in float64 copies: in bf16 the small inter-frame differences would round away.
         # By linearity M f(fake) - M f(real) = M (f(fake) - f(real)): one operator pass, not two.
-        delta = _motion_operator(_per_frame(feature, pred_fake.detach()).to(torch.float64, copy=True).sub_(fr), config)
+        delta = _motion_operator(ff.to(torch.float64, copy=True).sub_(fr), config)
         shape = delta.shape
         counted = None
         if gradient_mask is not None:
@@ -342,9 +374,16 @@ def _msm_terms(
                 normalizer = gap.mul_(weights).flatten(1).sum(1) / per_sample.clamp(min=1)
         g = delta
         if normalizer is not None:
-            g = torch.nan_to_num_(g.div_(normalizer.reshape(-1, *([1] * (len(shape) - 1)))))
+            # n = 0: the sample adds 0 (x / inf), not nan_to_num(x / 0) ~ 1.8e308, whose square is inf
+            safe = normalizer.masked_fill(normalizer == 0, float("inf"))
+            g = torch.nan_to_num_(g.div_(safe.reshape(-1, *([1] * (len(shape) - 1)))))
         if weights is not None:
             g = g.mul_(weights)
+        pair_weights = None
+        if config.pair_weights == "hybrid":
+            last = fx.detach()[:, reach:]  # the frame each entry ends on, as DiagDistill's error reads it
+            pair_weights = hybrid_pair_weights(g, last, mix=config.pair_weights_mix, base=config.pair_weights_base, counted=weights)
+            pair_weights = pair_weights.reshape(*pair_weights.shape, *([1] * (len(shape) - 2)))
 
     # A batch outside the noise range is expected (the share is logged); any other empty count is not.
     if num_counted == 0 and not (in_range is not None and not bool(in_range.any())):
@@ -352,8 +391,8 @@ def _msm_terms(
             "MSM counted 0 of %d motion entries (gradient_mask / timestep_policy=%r): the MSM term is 0 for this batch",
             delta.numel(), timestep_policy,
         )
-    loss = _MotionMatch.apply(fx, g, order, max(num_counted, 1), config.smoothing == "binomial")
-    return _Terms(loss=loss, grad=g, num_counted=num_counted, num_total=delta.numel(), in_noise_range=in_range)
+    loss = _MotionMatch.apply(fx, g, order, max(num_counted, 1), config.smoothing == "binomial", pair_weights)
+    return _Terms(loss=loss, grad=g, num_counted=num_counted, features=(fx.detach(), fr, ff), in_noise_range=in_range, pair_weights=pair_weights)
 
 
 def msm_loss(
@@ -373,13 +412,15 @@ def msm_loss(
     map (eq. 13; identity when ``feature`` is None):
 
     .. math::
-        g = \mathrm{nan\_to\_num}\Big(\frac{D f(\hat x_{fake}) - D f(\hat x_{real})}{n}\Big), \qquad
+        g = \frac{D f(\hat x_{fake}) - D f(\hat x_{real})}{n}, \qquad
         \mathcal{L} = \tfrac12\,\mathrm{mean}\big(D f(x) - \mathrm{sg}[D f(x) - g]\big)^2,
 
     so that :math:`\partial\mathcal{L}/\partial x = J_f^\top D^\top g / N` (``N`` motion entries
     counted). ``n`` is per sample, over all non-batch dims: ``"motion"``: mean
     :math:`|D f(x) - D f(\hat x_{real})|`; ``"dmd"``: mean :math:`|x - \hat x_{real}|` (the host's
-    DMD normaliser); ``"none"``: 1. Computed in float64 like the hosts' DMD loss.
+    DMD normaliser); ``"none"``: 1. A sample whose ``n`` is 0 (its generated motion, or video
+    for ``"dmd"``, equal to the teacher's) adds 0: there is no scale to divide by, and ``x / 0``
+    would put an infinite loss and gradient into the weights. Computed in float64 like the hosts' DMD loss.
 
     With ``smoothing="binomial"``, :math:`D` is replaced everywhere (``g``, ``n``, the gradient)
     by :math:`M = D S`, :math:`S` the valid ``[1, 2, 1] / 4`` filter along frames
@@ -389,7 +430,9 @@ def msm_loss(
     :math:`2 - 2\cos\omega`, 0 rather than the maximum 4 at the alternating-frame frequency.
     With a noise range (``t_min``/``t_max``), an entry counts only where every frame it reads has
     ``t_min <= timestep / timestep_scale <= t_max``; ``N`` and the motion normaliser count only
-    those entries, as with ``gradient_mask``.
+    those entries, as with ``gradient_mask``. With ``pair_weights="hybrid"`` the loss is
+    :math:`\tfrac12 \sum w g^2 / N` and the gradient :math:`J_f^\top D^\top (w \odot g) / N`,
+    ``w`` DiagDistill's per-pair weights computed from ``g`` and ``f(x)`` without a graph.
 
     Args:
         generated: generator output ``[B, F, C, H, W]`` (gradients flow into it).
@@ -405,8 +448,9 @@ def msm_loss(
             eq. 10; 2: acceleration), ``feature`` (callable per frame, ``[N, C, H, W] -> [N, ...]``,
             sec. 6.1), ``timestep_policy`` (``"strict"`` raises when a sample's timesteps differ
             across frames; ``"pairs"`` counts only entries whose frames share a timestep),
-            ``t_min``/``t_max`` (the noise range), ``smoothing`` (``"none"``, ``"binomial"``).
-            ``lam`` and its schedule are not applied here.
+            ``t_min``/``t_max`` (the noise range), ``smoothing`` (``"none"``, ``"binomial"``),
+            ``pair_weights`` (``"none"``, ``"hybrid"``) with ``pair_weights_mix``/``_base``.
+            ``lam`` and its schedule are not applied here, so they are refused.
 
     Returns:
         float64 scalar tensor.
@@ -422,7 +466,11 @@ def msm_loss(
         >>> loss.backward(); x.grad.flatten().tolist()  # D^T g / N: pulls the frames apart
         [0.5, 0.0, -0.5]
     """
-    return _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, _config(config, options), timestep_scale).loss
+    config = MSMConfig.resolve(
+        config, options, user="msm_loss", unapplied=("lam", "warmup_steps", "ramp_steps", "start_step"),
+        why="it returns the unweighted loss: weight it yourself, or use MSMLoss",
+    )
+    return _msm_terms(generated, pred_real, pred_fake, timestep, gradient_mask, config, timestep_scale).loss
 
 
 class MSMLoss(nn.Module):
@@ -446,7 +494,10 @@ class MSMLoss(nn.Module):
 
     def __init__(self, lam: Optional[float] = None, *, config: Optional[MSMConfig] = None, **options: Any) -> None:
         super().__init__()
-        config = _config(config, options)
+        config = MSMConfig.resolve(
+            config, options, user="MSMLoss", unapplied=("start_step",),
+            why="it takes the generator step in each call: forward(..., step=s)",
+        )
         self.config = config if lam is None else dataclasses.replace(config, lam=lam)
 
     @property
@@ -492,6 +543,8 @@ def _describe_config(c: MSMConfig) -> str:
         text += f", t_min={c.t_min}, t_max={c.t_max}"
     if c.smoothing != "none":
         text += f", smoothing={c.smoothing!r}"
+    if c.pair_weights != "none":
+        text += f", pair_weights={c.pair_weights!r}, pair_weights_mix={c.pair_weights_mix}, pair_weights_base={c.pair_weights_base}"
     return text
 
 
@@ -501,21 +554,93 @@ def _mean_abs_per_pair(d: Tensor) -> Tensor:
     return torch.linalg.vector_norm(per_pair, ord=1, dim=1) / per_pair.shape[1]
 
 
+def _mean_abs(d: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(d, ord=1) / d.numel()
+
+
+def _motion_logs(terms: _Terms, config: MSMConfig) -> Dict[str, Tensor]:
+    """The motion diagnostics: mean |D f(.)| of each video and the generated motion's distance to
+    the teacher's and to the critic's (``D`` of order ``order``, unsmoothed; all entries counted),
+    from the (feature) videos the loss already has: a feature map is not run again."""
+    with torch.no_grad():
+        # diagnostics only: float32 is exact enough and half the traffic of float64
+        d = {
+            which: motion_score(video.float(), order=config.order)
+            for which, video in zip(("generated", "pred_real", "pred_fake"), terms.features)
+        }
+        logs: Dict[str, Tensor] = {}
+        per_pair = {}
+        for which, motion in d.items():
+            if config.per_pair_logs:
+                per_pair[which] = _mean_abs_per_pair(motion)
+                logs[f"msm_motion_{which}"] = per_pair[which].mean()
+            else:
+                logs[f"msm_motion_{which}"] = _mean_abs(motion)
+        logs["msm_motion_gap_real"] = _mean_abs(d["generated"] - d["pred_real"])
+        logs["msm_motion_gap_fake"] = _mean_abs(d["generated"] - d["pred_fake"])
+        for which, values in per_pair.items():
+            for k, v in enumerate(values.unbind()):
+                logs[f"msm_motion_pair/{which}_{k:02d}"] = v
+    return logs
+
+
+def _gradient_ratio(ctx: Any, terms: _Terms, weight: float, config: MSMConfig) -> Tensor:
+    r"""``||weight * dL_MSM/dx|| / ||dL_DMD/dx||`` (L2 over the batch), in closed form, summed in float64.
+
+    Both gradients w.r.t. the generator output ``x`` are known without a backward pass:
+    :math:`\partial L_{MSM}/\partial x = M^\top (w \odot g) / N` (what :class:`_MotionMatch` returns;
+    ``w`` = 1 without pair weights), and
+    the hosts' DMD loss ``0.5 * mean((x - sg[x - grad])^2)`` over the ``N_dmd`` entries it counts
+    (all, or the ``gradient_mask``) has gradient ``grad / N_dmd`` there, with
+    ``grad = nan_to_num((pred_fake - pred_real) / n)`` and ``n`` the host's normaliser
+    (``ctx.dmd_normalizer``). 0 when both are 0, inf when only DMD's is 0.
+    """
+    with torch.no_grad():
+        weighted = terms.grad if terms.pair_weights is None else terms.grad * terms.pair_weights
+        msm = motion_score_adjoint(weighted, order=config.order)
+        if config.smoothing == "binomial":
+            msm = smooth_frames_adjoint(msm)
+        msm_norm = torch.linalg.vector_norm(msm) * (weight / max(terms.num_counted, 1))
+        # float32 at least (a bf16 difference would round), summed in float64
+        work = torch.promote_types(ctx.pred_fake.dtype, torch.float32)
+        diff = ctx.pred_fake.detach().to(work).sub(ctx.pred_real.detach().to(work))
+        count: Any = diff.numel()
+        if ctx.gradient_mask is not None:
+            mask = ctx.gradient_mask.bool()
+            if mask.shape != diff.shape:  # [B, F]: whole frames
+                mask = mask.reshape(*mask.shape[:2], *([1] * (diff.dim() - 2))).expand(diff.shape)
+            diff.mul_(mask)
+            count = mask.sum()
+        squares = torch.linalg.vector_norm(diff.flatten(1), dim=1, dtype=torch.float64).square()  # ||pred_fake - pred_real||^2 per sample
+        per_sample = torch.where(squares == 0, 0.0, squares / ctx.dmd_normalizer.square())  # nan_to_num(0 / 0) = 0
+        dmd_norm = per_sample.sum().sqrt() / count
+        return torch.nan_to_num(msm_norm / dmd_norm, nan=0.0, posinf=float("inf"))
+
+
 @register_loss("msm")
 class MSMTerm:
     """The ``msm`` extra loss for the registry: MSM on what the host already computed.
 
     ``weight`` is the weight of the coming generator step, :func:`scheduled_lam` at :attr:`step`
-    (``lam`` without a schedule). The term counts its own generator steps: each call is one,
-    ``step`` starts at ``start_step`` and advances after a successful call; a resumed run sets it
-    with ``start_step`` or :meth:`set_step`. Calling it returns the unweighted loss and the logs
-    ``msm_loss``, ``msm_lambda`` (the weight applied at this step), ``msm_gradient_norm`` (mean
-    |g| over counted entries, like the host's ``dmdtrain_gradient_norm``), ``msm_pairs_counted``
-    (share of motion entries counted) and the "buried motion" diagnostics: mean |D| of the
-    generated video, ``pred_real`` and ``pred_fake``, overall (``msm_motion_<which>``) and per
-    frame pair (``msm_motion_pair/<which>_<kk>``). With a schedule it also logs ``msm_step``;
-    with a noise range ``msm_noise_range_share`` (share of the batch's frames, i.e. of its samples
-    when timesteps are shared, whose timestep lies in ``[t_min, t_max]``).
+    (``lam`` without a schedule). Where the host gives its own generator step
+    (``LossContext.step``, from its step counter: gradient accumulation and resumed runs follow
+    it), :func:`~msm_plugin.context.compose` sets :attr:`step` to ``start_step`` plus that step
+    (:meth:`follow_host_step`); otherwise the term counts its calls: ``step`` starts at
+    ``start_step`` and advances after a successful call (:meth:`set_step` moves it). When nothing
+    is counted (a batch outside the noise range) the value is a 0 without autograd graph.
+    Calling it returns the unweighted loss and the logs ``msm_loss``, ``msm_lambda`` (the weight
+    applied at this step, a Python float), ``msm_gradient_norm`` (mean |g| over counted entries,
+    like the host's ``dmdtrain_gradient_norm``), ``msm_grad_ratio`` (``||lam dL_MSM/dx|| /
+    ||dL_DMD/dx||``, MSM's share of the generator's gradient next to DMD's, computed in closed
+    form; not with a ``feature`` map), the "buried motion" diagnostics ``msm_motion_<which>``
+    (mean |D| of the generated video, ``pred_real`` and ``pred_fake``) and the motion distances
+    ``msm_motion_gap_real`` / ``msm_motion_gap_fake`` (mean |D x - D pred_real| and
+    |D x - D pred_fake|: the generated motion is closer to the teacher's than to the critic's when
+    the first is smaller). Only when they carry information: ``msm_pairs_counted`` (share of
+    motion entries counted; with a gradient mask, the ``pairs`` policy or a noise range),
+    ``msm_step`` (with a schedule), ``msm_noise_range_share`` (with a noise range: share of the
+    batch's frames whose timestep lies in ``[t_min, t_max]``). ``per_pair_logs=True`` adds mean
+    |D| per frame pair, ``msm_motion_pair/<which>_<kk>``.
 
     Args:
         config: an :class:`MSMConfig` (what a config section builds), or
@@ -523,7 +648,7 @@ class MSMTerm:
 
     Example:
         >>> import torch
-        >>> from msm_plugin.registry import LossContext
+        >>> from msm_plugin.context import LossContext
         >>> x = torch.zeros(1, 3, 1, 1, 1, requires_grad=True)
         >>> real = torch.tensor([0.0, 1.0, 2.0]).reshape(1, 3, 1, 1, 1)
         >>> loss, logs = MSMTerm(lam=0.5, normalization="none")(LossContext(x, real, torch.zeros_like(real)))
@@ -539,13 +664,19 @@ class MSMTerm:
     options_class = MSMConfig
 
     def __init__(self, config: Optional[MSMConfig] = None, **options: Any) -> None:
-        self.config = _config(config, options)
+        self.config = MSMConfig.resolve(config, options)
         self._step = self.config.start_step
 
     @property
     def step(self) -> int:
         """The generator step the next call computes (0-based; ``start_step`` at construction)."""
         return self._step
+
+    def follow_host_step(self, step: int) -> None:
+        """The host's generator step for the coming call, from its own counter
+        (:attr:`~msm_plugin.context.LossContext.step`): the schedule is at ``start_step + step``,
+        ``start_step`` counting the generator steps of earlier runs that counter does not."""
+        self.set_step(self.config.start_step + step)
 
     def set_step(self, step: int) -> None:
         """Set the generator step of the next call, e.g. to the checkpoint's step on resume."""
@@ -561,26 +692,27 @@ class MSMTerm:
         c = self.config
         host_normalizer = ctx.dmd_normalizer if c.normalization == "dmd" else None
         terms = _msm_terms(ctx.generated, ctx.pred_real, ctx.pred_fake, ctx.timestep, ctx.gradient_mask, c, ctx.timestep_scale, host_normalizer)
+        weight = self.weight
+        # Values on the host already are Python numbers; the others stay device scalars, read by the
+        # host's logger in one transfer (msm_plugin.hosts.base.scalar_logs) or as it reads its own.
         logs: Dict[str, Any] = {
             "msm_loss": terms.loss.detach(),
-            "msm_lambda": self.weight,
+            "msm_lambda": weight,
             "msm_gradient_norm": torch.linalg.vector_norm(terms.grad, ord=1) / max(terms.num_counted, 1),
-            "msm_pairs_counted": terms.num_counted / terms.num_total,
         }
+        if c.feature is None:  # with a feature map the gradient w.r.t. x needs f's Jacobian
+            logs["msm_grad_ratio"] = _gradient_ratio(ctx, terms, weight, c)
+        if ctx.gradient_mask is not None or c.timestep_policy == "pairs" or c.noise_range_on:
+            logs["msm_pairs_counted"] = terms.num_counted / terms.num_total
         if c.schedule_on:
             logs["msm_step"] = self._step
         if terms.in_noise_range is not None:
             logs["msm_noise_range_share"] = terms.in_noise_range.double().mean()
-        with torch.no_grad():
-            for which, video in (("generated", ctx.generated), ("pred_real", ctx.pred_real), ("pred_fake", ctx.pred_fake)):
-                # diagnostics only: float32 is exact enough and half the traffic of float64
-                per_pair = _mean_abs_per_pair(motion_score(_per_frame(c.feature, video.detach()).float(), order=c.order))
-                logs[f"msm_motion_{which}"] = per_pair.mean()
-                if c.per_pair_logs:
-                    for k, v in enumerate(per_pair):
-                        logs[f"msm_motion_pair/{which}_{k:02d}"] = v
+        logs.update(_motion_logs(terms, c))
         self._step += 1
-        return terms.loss, logs
+        # nothing counted (a batch outside the noise range): a value without graph, so that no
+        # zero gradient flows back through the host's views and changes its summation order
+        return (terms.loss if terms.num_counted else terms.loss.detach()), logs
 
     def __repr__(self) -> str:
         return f"MSMTerm({_describe_config(self.config)})"

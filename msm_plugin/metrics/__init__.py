@@ -16,7 +16,7 @@ from .frechet import frechet_distance, gaussian_frechet_distance
 from .fvmd import fvmd_features, fvmd_proxy
 from .io import VideoSet, load_videos, read_frame_folder, read_tensor_file, read_video
 from .kinematics import acceleration_samples, distribution_summary, speed_samples, wasserstein_1d
-from .report import METRICS, evaluate, markdown_table, motion_metrics, write_results
+from .report import METRICS, evaluate, markdown_report, markdown_table, motion_metrics, write_results
 from .smoothness import smoothness_error
 from .vbench import dynamic_degree_proxy, is_static_proxy, motion_smoothness_proxy, temporal_flickering_proxy
 
@@ -42,6 +42,7 @@ __all__ = [
     "is_static_proxy",
     "load_flow_network",
     "load_videos",
+    "markdown_report",
     "markdown_table",
     "motion_energy",
     "motion_features",

@@ -30,7 +30,17 @@ from .vbench import (
     video_temporal_flickering,
 )
 
-__all__ = ["METRICS", "evaluate", "markdown_table", "motion_metrics", "write_results"]
+__all__ = [
+    "METRICS",
+    "REPORT_MARK",
+    "evaluate",
+    "foreign_report",
+    "markdown_report",
+    "markdown_table",
+    "motion_metrics",
+    "report_paths",
+    "write_results",
+]
 
 LOWER, HIGHER, CLOSER = "lower", "higher", "closer to reference"
 
@@ -208,6 +218,24 @@ def motion_metrics(
     >>> m["motion_fd"], m["speed_w1"], m["reference_motion_energy"] == m["motion_energy"]
     (0.0, 0.0, True)
     """
+    return _score_sets(
+        videos, reference, [], feature_extractor=feature_extractor, static_threshold=static_threshold, grid=grid, flow=flow, fps=fps
+    )[0]
+
+
+def _score_sets(
+    videos,
+    reference,
+    index_groups: list,
+    *,
+    feature_extractor=None,
+    static_threshold: float = DEFAULT_STATIC_THRESHOLD,
+    grid: int = 4,
+    flow=None,
+    fps: float | None = None,
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """:func:`motion_metrics` of the whole set and of each group ``videos[index]`` (index arrays in
+    ``index_groups``), the reference measured once for all of them."""
     if not static_threshold > 0:
         raise ValueError(f"`static_threshold` should be positive, got {static_threshold}")
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
@@ -226,30 +254,35 @@ def motion_metrics(
             )
     frames = videos.shape[1] if reference is None else min(videos.shape[1], reference.shape[1])
     clip = min(CLIP_FRAMES, frames) if reference is not None and frames >= 4 else 0
-    results, samples = _measure(videos, static_threshold, estimator, interval, clip)
+    subsets = [videos] + [videos[index] for index in index_groups]
+    measured = [_measure(subset, static_threshold, estimator, interval, clip) for subset in subsets]
     if reference is None:
-        return results
+        scores = [results for results, _ in measured]
+        return scores[0], scores[1:]
     ref_results, ref_samples = _measure(reference, static_threshold, estimator, interval, clip)
     grid = min(grid, *videos.shape[-2:], *reference.shape[-2:])
     triples = videos.shape[1] >= 3 and reference.shape[1] >= 3
-    sets = videos.shape[0] >= 2 and reference.shape[0] >= 2
-    results["speed_w1"] = wasserstein_1d(samples["speed"], ref_samples["speed"])
-    results["accel_w1"] = wasserstein_1d(samples["accel"], ref_samples["accel"]) if triples else _NAN
-    results["flow_w1"] = wasserstein_1d(samples["flow"], ref_samples["flow"])
-    results["motion_fd"] = (
-        frechet_distance(motion_features(videos, grid=grid), motion_features(reference, grid=grid))
-        if triples and sets
-        else _NAN
-    )
-    results["appearance_fd"] = frechet_distance(
-        appearance_features(videos, grid=grid), appearance_features(reference, grid=grid)
-    )
-    enough_clips = clip and len(samples["fvmd"]) >= 2 and len(ref_samples["fvmd"]) >= 2
-    results["fvmd_proxy"] = frechet_distance(samples["fvmd"], ref_samples["fvmd"]) if enough_clips else _NAN
-    if feature_extractor is not None:
-        results["feature_fd"] = _feature_distance(videos, reference, feature_extractor)
-    results.update({f"reference_{key}": value for key, value in ref_results.items()})
-    return results
+    scores = []
+    for subset, (results, samples) in zip(subsets, measured):
+        sets = subset.shape[0] >= 2 and reference.shape[0] >= 2
+        results["speed_w1"] = wasserstein_1d(samples["speed"], ref_samples["speed"])
+        results["accel_w1"] = wasserstein_1d(samples["accel"], ref_samples["accel"]) if triples else _NAN
+        results["flow_w1"] = wasserstein_1d(samples["flow"], ref_samples["flow"])
+        results["motion_fd"] = (
+            frechet_distance(motion_features(subset, grid=grid), motion_features(reference, grid=grid))
+            if triples and sets
+            else _NAN
+        )
+        results["appearance_fd"] = frechet_distance(
+            appearance_features(subset, grid=grid), appearance_features(reference, grid=grid)
+        )
+        enough_clips = clip and len(samples["fvmd"]) >= 2 and len(ref_samples["fvmd"]) >= 2
+        results["fvmd_proxy"] = frechet_distance(samples["fvmd"], ref_samples["fvmd"]) if enough_clips else _NAN
+        if feature_extractor is not None:
+            results["feature_fd"] = _feature_distance(subset, reference, feature_extractor)
+        results.update({f"reference_{key}": value for key, value in ref_results.items()})
+        scores.append(results)
+    return scores[0], scores[1:]
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -270,6 +303,44 @@ def _labelled(side: str, path, errors: dict) -> dict:
     return {(side if name == str(Path(path)) else f"{side}/{name}"): message for name, message in errors.items()}
 
 
+def _own(metrics: dict) -> dict:
+    """The generated set's values (NaN as None), without the reference's ``reference_*`` copies."""
+    return {key: _finite_or_none(value) for key, value in metrics.items() if not key.startswith("reference_")}
+
+
+def _index_groups(names: list[str], groups, path) -> tuple[list[np.ndarray], list[str]]:
+    """Index arrays and names of the groups: ``groups`` equal consecutive groups (an int), or one
+    group per file (``"files"``; a tensor file's videos are named ``file.pt[i]``)."""
+    total = len(names)
+    if groups == "files":
+        keys = [name.rsplit("[", 1)[0] if name.endswith("]") else name for name in names]
+        order = list(dict.fromkeys(keys))
+        return [np.array([i for i, key in enumerate(keys) if key == file]) for file in order], order
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"`groups` should be a positive int or 'files', got {groups!r}")
+    if total % groups:
+        raise ValueError(
+            f"--groups {groups} needs a number of generated videos divisible by {groups}, got {total} videos in {path}"
+        )
+    size = total // groups
+    return [np.arange(g * size, (g + 1) * size) for g in range(groups)], [
+        f"videos {g * size}-{(g + 1) * size - 1}" for g in range(groups)
+    ]
+
+
+def _summary(per_group: list[dict]) -> dict:
+    """Mean and sample standard deviation over the groups of each metric (finite values only)."""
+    summary = {}
+    for key in per_group[0] if per_group else []:
+        values = np.array([group[key] for group in per_group if group.get(key) is not None], dtype=np.float64)
+        summary[key] = {
+            "mean": float(values.mean()) if values.size else None,
+            "std": float(values.std(ddof=1)) if values.size >= 2 else None,
+            "groups": int(values.size),
+        }
+    return summary
+
+
 def evaluate(
     generated,
     reference=None,
@@ -279,6 +350,7 @@ def evaluate(
     static_threshold: float = DEFAULT_STATIC_THRESHOLD,
     flow=None,
     fps: float | None = None,
+    groups=None,
 ) -> dict:
     """Read videos from paths and compute :func:`motion_metrics`, keeping going past bad items.
 
@@ -290,16 +362,29 @@ def evaluate(
         static_threshold: see :func:`motion_metrics`.
         flow: flow estimator, see :func:`motion_metrics`.
         fps: frame rate for VBench's frame sampling, see :func:`motion_metrics`.
+        groups: None (the generated videos are scored as one pooled set), an int K (also score
+            K equal consecutive groups, e.g. the seeds of ``msm-demo``'s ``tensors/<arm>.pt``)
+            or ``"files"`` (also score each file of a folder as a group). Set-level values
+            (shares, Wasserstein and Fréchet distances) of a pooled set are not the mean of its
+            groups' values.
 
     Returns:
         A JSON-ready dict: ``generated`` / ``reference`` (path, ``num_videos``, ``shape``,
-        ``videos``), ``metrics`` (generated values and distances; NaN written as None),
-        ``reference_metrics``, ``directions`` (key -> "lower" or
-        "closer to reference") and ``errors`` ("generated/<item>" or "reference/<item>" ->
-        reason; plain "generated" / "reference" when the path itself cannot be read). ``metrics`` is empty when no generated video could be read.
+        ``videos``), ``metrics`` (generated values and distances of the pooled set; NaN written
+        as None), ``reference_metrics``, ``directions`` (key -> "lower" or "closer to
+        reference"), ``groups`` (per group: ``name``, ``num_videos``, ``metrics``; ``[]``
+        without ``groups``), ``group_summary`` (key -> ``mean``, ``std`` over groups) and
+        ``errors`` ("generated/<item>" or "reference/<item>" -> reason; plain "generated" /
+        "reference" when the path itself cannot be read). ``metrics`` is empty when no
+        generated video could be read.
+
+    Raises:
+        ValueError: bad options, or ``groups`` that do not divide the generated videos.
     """
     sample_interval(fps)  # bad options fail before any video is decoded
     as_flow_estimator(flow)
+    if groups is not None and groups != "files":
+        _index_groups([], groups, generated)  # a bad K fails before any video is decoded
     gen_set = load_videos(generated, backend=backend)
     errors = _labelled("generated", generated, gen_set.errors)
     result = {"generated": _describe(generated, gen_set), "reference": None}
@@ -310,10 +395,14 @@ def evaluate(
         result["reference"] = _describe(reference, ref_set)
         ref_videos = ref_set.videos
     metrics: dict[str, float] = {}
+    per_group: list[dict[str, float]] = []
+    index_groups, group_names = [], []
+    if gen_set.videos is not None and groups is not None:
+        index_groups, group_names = _index_groups(gen_set.names, groups, generated)
     options = dict(static_threshold=static_threshold, flow=flow, fps=fps)
     if gen_set.videos is not None:
         try:
-            metrics = motion_metrics(gen_set.videos, ref_videos, **options)
+            metrics, per_group = _score_sets(gen_set.videos, ref_videos, index_groups, **options)
         except ValueError as error:
             # A reference that cannot be compared (another channel count) must not cost the
             # generated set its own scores.
@@ -321,22 +410,32 @@ def evaluate(
                 raise
             errors["reference"] = f"not compared: {error}"
             ref_videos = None
-            metrics = motion_metrics(gen_set.videos, **options)
+            metrics, per_group = _score_sets(gen_set.videos, None, index_groups, **options)
     if feature_extractor is not None and ref_videos is not None:
         try:
             metrics["feature_fd"] = _feature_distance(gen_set.videos, ref_videos, feature_extractor)
+            for index, group in zip(index_groups, per_group):
+                group["feature_fd"] = _feature_distance(gen_set.videos[index], ref_videos, feature_extractor)
         except ValueError as error:  # the user's network rejected the input: keep the other scores
             errors["feature_fd"] = str(error)
-    own = {key: _finite_or_none(value) for key, value in metrics.items() if not key.startswith("reference_")}
+            for group in per_group:
+                group.pop("feature_fd", None)
+    own = _own(metrics)
     ref_own = {
         key.removeprefix("reference_"): _finite_or_none(value)
         for key, value in metrics.items()
         if key.startswith("reference_")
     }
+    group_results = [
+        {"name": name, "num_videos": len(index), "metrics": _own(group)}
+        for name, index, group in zip(group_names, index_groups, per_group)
+    ]
     result.update(
         metrics=own,
         reference_metrics=ref_own,
         directions={key: METRICS[key][1] for key in own},
+        groups=group_results,
+        group_summary=_summary([group["metrics"] for group in group_results]),
         errors=errors,
     )
     return result
@@ -348,21 +447,39 @@ def _format(value) -> str:
     return f"{value:.4g}"
 
 
+def _mean_std(summary: dict) -> str:
+    if summary["mean"] is None:
+        return "n/a"
+    return _format(summary["mean"]) + ("" if summary["std"] is None else f" ± {summary['std']:.2g}")
+
+
 def markdown_table(result: dict) -> str:
-    """A Markdown table of an :func:`evaluate` result: metric, generated, reference, better, meaning.
+    """A Markdown table of an :func:`evaluate` result: metric, generated, reference, better, meaning;
+    with groups, a column of the mean ± sample std over the groups after the pooled value.
 
     >>> print(markdown_table({"metrics": {"motion_energy": 0.01}, "reference_metrics": {}}).splitlines()[2])
     | motion_energy | 0.01 | - | closer to reference | mean_{n,f} mean\\|x[f+1] - x[f]\\| (also the mean speed) |
     """
-    rows = [
-        "| metric | generated | reference | better | meaning |",
-        "|---|---|---|---|---|",
-    ]
+    summary = result.get("group_summary") or {}
+    if summary:
+        rows = [
+            f"| metric | pooled | {len(result['groups'])} groups: mean ± std | reference | better | meaning |",
+            "|---|---|---|---|---|---|",
+        ]
+    else:
+        rows = ["| metric | generated | reference | better | meaning |", "|---|---|---|---|---|"]
     reference = result.get("reference_metrics", {})
     for key, value in result["metrics"].items():
         meaning, direction = METRICS[key]
         ref = _format(reference[key]) if key in reference else "-"
-        rows.append(f"| {key} | {_format(value)} | {ref} | {direction} | {meaning.replace('|', chr(92) + '|')} |")
+        grouped = f" {_mean_std(summary[key])} |" if summary else ""
+        rows.append(f"| {key} | {_format(value)} |{grouped} {ref} | {direction} | {meaning.replace('|', chr(92) + '|')} |")
+    if summary:
+        groups = result["groups"]
+        rows += ["", "Per group:", "", "| metric | " + " | ".join(g["name"] for g in groups) + " |"]
+        rows.append("|---|" + "---|" * len(groups))
+        for key in result["metrics"]:
+            rows.append(f"| {key} | " + " | ".join(_format(g["metrics"].get(key)) for g in groups) + " |")
     errors = result.get("errors", {})
     if errors:
         rows += ["", f"{len(errors)} item(s) not scored:", ""]
@@ -370,15 +487,76 @@ def markdown_table(result: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+#: The first line of every Markdown report msm-eval writes (and the JSON's ``"report"`` value):
+#: how msm-eval knows a file at ``--out`` is its own and may be replaced.
+REPORT_MARK = "msm-eval"
+_MARKDOWN_TITLE = f"# {REPORT_MARK} report"
+
+
+def _scoring(result: dict) -> str:
+    """One sentence saying how the generated videos were scored: pooled, and per group if asked."""
+    total = result["generated"]["num_videos"]
+    groups = result.get("groups") or []
+    if not groups:
+        return (
+            f"The {total} generated videos are scored as one pooled set. Set-level values (shares, "
+            "Wasserstein and Fréchet distances) of a pooled set differ from the mean of per-group "
+            "values: `--groups K` also scores K equal groups (e.g. seeds) one by one."
+        )
+    return (
+        f"The {total} generated videos are scored as one pooled set and as {len(groups)} groups "
+        f"({', '.join(g['name'] for g in groups)}); the groups column is their mean ± sample std, which "
+        "for set-level values (shares, Wasserstein and Fréchet distances) differs from the pooled value."
+    )
+
+
+def markdown_report(result: dict) -> str:
+    """The Markdown report ``msm-eval`` prints and writes: title, inputs, how the videos were
+    scored (pooled or per group), then :func:`markdown_table`."""
+    inputs = [f"Generated: `{result['generated']['path']}` ({result['generated']['num_videos']} videos)."]
+    if result.get("reference"):
+        inputs.append(f"Reference: `{result['reference']['path']}` ({result['reference']['num_videos']} videos).")
+    return "\n".join([_MARKDOWN_TITLE, "", " ".join(inputs), "", _scoring(result), "", markdown_table(result)])
+
+
+def report_paths(out) -> tuple[Path, Path]:
+    """The JSON path ``out`` and the Markdown path beside it (``.md``)."""
+    out = Path(out)
+    return out, out.with_suffix(".md") if out.suffix != ".md" else out.with_name(out.name + ".md")
+
+
+def foreign_report(path) -> bool:
+    """Whether ``path`` exists and is not a report msm-eval wrote (so must not be overwritten silently).
+
+    >>> foreign_report("no/such/results.json")
+    False
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    if not path.is_file():
+        return True
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return True
+    if path.suffix == ".json":
+        try:
+            return json.loads(text).get("report") != REPORT_MARK
+        except (ValueError, AttributeError):
+            return True
+    return text.split("\n", 1)[0] != _MARKDOWN_TITLE
+
+
 def write_results(result: dict, out) -> tuple[Path, Path]:
-    """Write ``result`` as JSON to ``out`` and its Markdown table next to it (``.md``).
+    """Write ``result`` as JSON to ``out`` (marked ``"report": "msm-eval"``) and its Markdown
+    report (:func:`markdown_report`) next to it (``.md``).
 
     Returns:
         The JSON and Markdown paths.
     """
-    out = Path(out)
+    out, markdown = report_paths(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    markdown = out.with_suffix(".md") if out.suffix != ".md" else out.with_name(out.name + ".md")
-    out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    markdown.write_text(markdown_table(result))
+    out.write_text(json.dumps({"report": REPORT_MARK, **result}, indent=2, allow_nan=False) + "\n")
+    markdown.write_text(markdown_report(result))
     return out, markdown

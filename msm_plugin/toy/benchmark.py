@@ -18,16 +18,21 @@ BENCHMARK_SEEDS = (0, 1, 2, 3, 4)
 
 
 def benchmark_arms() -> tuple:
-    """DMD and DMD+MSM with the paper's MSM (MSM's defaults but the weight) at lam 0.25, 0.5 and 1.
+    """DMD; DMD+MSM with the paper's MSM (MSM's defaults but the weight) at lam 0.25, 0.5 and 1;
+    MSM at lam 1 with DiagDistill's per-pair weights; Adaptive Video Distillation's temporal
+    variance regulariser (weight 0.05, threshold 0.8).
 
     >>> [a.name for a in benchmark_arms()]
-    ['dmd', 'dmd+msm lam=0.25', 'dmd+msm lam=0.5', 'dmd+msm lam=1']
+    ['dmd', 'dmd+msm lam=0.25', 'dmd+msm lam=0.5', 'dmd+msm lam=1', 'dmd+msm pair weights', 'dmd+temporal variance']
     """
     return (
         Arm(ARM_DMD),
         msm_arm("dmd+msm lam=0.25", lam=0.25),
         msm_arm("dmd+msm lam=0.5", lam=0.5),
         msm_arm("dmd+msm lam=1", lam=1.0),
+        msm_arm("dmd+msm pair weights", lam=1.0, pair_weights="hybrid"),
+        Arm("dmd+temporal variance", {"extra_losses": ["temporal_variance"],
+                                      "temporal_variance": {"weight": 0.05, "threshold": 0.8}}),
     )
 
 

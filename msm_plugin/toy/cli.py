@@ -9,7 +9,7 @@ examples:
   msm-demo                  default: the regime worst for DMD, DMD vs DMD+MSM, 3 seeds (about 9 min CPU)
   msm-demo --quick          smoke run (under 1 min), not evidence; writes msm-demo-quick-out
   msm-demo --regimes        where does DMD lose motion? DMD only, 14 regimes x 3 seeds (about 50 min CPU)
-  msm-demo --benchmark      DMD vs DMD+MSM at lam 0.25, 0.5, 1 in that regime, 5 seeds (about 45 min CPU)
+  msm-demo --benchmark      every motion loss against DMD in that regime, 5 seeds (about 50 min CPU)
   msm-demo --lam 0.25 --out my-run
 
 Times are CPU time on one thread of a 2-core x86 machine.
@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--quick", action="store_true", help="2 seeds x 10 generator steps: a smoke run, not evidence")
     mode.add_argument("--regimes", action="store_true", help="the regime map: plain DMD in 14 regimes, 3 seeds each")
     mode.add_argument("--benchmark", action="store_true",
-                      help="DMD and DMD+MSM at lam 0.25, 0.5, 1 in the worst regime for DMD, 5 seeds")
+                      help="DMD against DMD+MSM at lam 0.25, 0.5, 1, MSM with per-pair weights and the temporal "
+                           "variance regulariser, in the worst regime for DMD, 5 seeds")
     p.add_argument("--out", help="output folder (default: msm-demo-out, msm-demo-quick-out, msm-demo-regimes-out or "
                                  "msm-demo-benchmark-out by mode; created only when the run ends)")
     p.add_argument("--force", action="store_true",

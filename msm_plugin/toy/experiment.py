@@ -79,10 +79,10 @@ class Arm:
 
     >>> Arm("dmd+msm", {"extra_losses": ["msm"], "msm": {"lam": 0.5}}).losses
     {'extra_losses': ['msm'], 'msm': {'lam': 0.5}}
-    >>> Arm("x", {"extra_losses": ["msm"], "msm": {"lamda": 0.5}})
+    >>> Arm("x", {"extra_losses": ["msm"], "msm": {"lamda": 0.5}})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: arm 'x': unknown option `msm.lamda`; did you mean `lam`? Options of extra loss 'msm': lam, normalization, order, timestep_policy, per_pair_logs, feature, warmup_steps, ramp_steps, start_step, t_min, t_max, smoothing
+    ValueError: arm 'x': unknown option `msm.lamda`; did you mean `lam`? Options of extra loss 'msm': lam, ...
     """
 
     name: str

@@ -1,31 +1,45 @@
 """Tiny stand-ins for FastVideo's and FastGen's DMD method classes, written from their interfaces.
 
-Nothing here is upstream code. What is reproduced (from ``shared/UPSTREAM.md`` and reading the
-interfaces): FastVideo's ``DMD2Method(cfg=..., role_models=...)`` with ``method_config``,
+Nothing here is upstream code. What is reproduced (from reading the upstream interfaces, which
+``test_upstream_interfaces.py`` compares with these when a framework's source is at hand):
+FastVideo's ``DMD2Method(cfg=..., role_models=...)`` with ``method_config`` (and ``cfg.raw``, the
+whole YAML), role models whose ``predict_x0`` / ``predict_noise`` take ``conditional``
+keyword-only and required, the student trained at iterations that are multiples of
+``generator_update_interval``,
 ``single_train_step(batch, iteration) -> (loss_map, outputs, metrics)``, ``_dmd_loss`` whose
 predictions are local variables (``critic.predict_x0`` / ``teacher.predict_x0(..., conditional=)``,
 CFG ``uncond + (cond - uncond) * real_score_guidance_scale``, ONE scalar normaliser over the
 batch, ``nan_to_num``, ``0.5 * mse`` in float32), a ``[1]`` score timestep on the 0-1000 scale
 drawn from ``self.cuda_generator``, frames on dim 1; ``SelfForcingMethod`` routing x0 through
-``_predict_x0_with_scheduler(model, ...)``. FastGen's ``DMD2Model(config)`` building its networks
-in the constructor, ``single_train_step(data, iteration)``, ``_student_update_step(input_student,
+``_predict_x0_with_scheduler(model, ...)``. FastGen's ``LazyCall`` / ``instantiate`` (the
+keywords reach the class as ``DictConfig`` / ``ListConfig``), ``DMD2Model(config)`` refusing any
+other keyword and building its networks in the constructor, a noise schedule on the student's
+network (``net.noise_scheduler``: ``max_t``, ``forward_process``, ``sample_t``; rectified flow,
+EDM or trigonometric), ``single_train_step(data, iteration)`` training the student at iterations
+that are multiples of ``student_update_freq``, ``_student_update_step(input_student,
 t_student, t, eps, data, condition=None, neg_condition=None) -> (loss_map, outputs)`` calling the
 module-level ``variational_score_distillation_loss(gen_data, teacher_x0, fake_score_x0)``
 (per-sample ``1 / (mean |gen - teacher| + 1e-6)``), CFG ``x0 + (scale - 1) * (x0 - x0_neg)``,
-``t`` ``[B]`` in [0, 1], frames on dim 2; ``CausVidModel`` / ``SelfForcingModel`` inheriting the
+``t`` ``[B]`` (float64) in the schedule's range, frames on dim 2; ``CausVidModel`` / ``SelfForcingModel`` inheriting the
 student step. Every network call is counted, and each ``_dmd_loss`` / student step keeps what
 upstream holds as local variables in ``.seen`` so tests can compare against it.
 """
 
 from __future__ import annotations
 
+import importlib
+import math
 import sys
 import types
+from collections.abc import Mapping
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
+import yaml
+from omegaconf import DictConfig, ListConfig
 from torch import Tensor, nn
 
 FV_SHAPE = (2, 5, 3, 4, 4)  # FastVideo [B, F, C, H, W]
@@ -34,12 +48,16 @@ calls = {"networks": 0}
 
 
 class Net(nn.Module):
-    """A 3-D convolution over ``[B, C, T, H, W]`` (frames interact) plus a condition offset."""
+    """A 3-D convolution over ``[B, C, T, H, W]`` (frames interact), a per-token linear output
+    projection over channels as a transformer ends with (so the output is channels-last in memory,
+    and a gradient arriving in another layout changes the summation order of its backward pass),
+    plus a condition offset."""
 
     def __init__(self, channels: int, seed: int) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.conv = nn.Conv3d(channels, channels, 3, padding=1)
+        self.head = nn.Linear(channels, channels)
         with torch.no_grad():
             for p in self.parameters():
                 p.copy_(0.3 * torch.randn(p.shape, generator=g))
@@ -47,7 +65,8 @@ class Net(nn.Module):
     def forward(self, video: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         calls["networks"] += 1
         scale = t.to(video.dtype).reshape(-1, *([1] * (video.dim() - 1))) if t.numel() == video.shape[0] else t.to(video.dtype).reshape(())
-        return self.conv(video) * (1 - 0.5 * scale) + cond.to(video.dtype)
+        h = self.head(self.conv(video).permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+        return h * (1 - 0.5 * scale) + cond.to(video.dtype)
 
 
 # ---------------------------------------------------------------- FastVideo (frames on dim 1)
@@ -62,13 +81,14 @@ class Role:
         self.transformer = Net(FV_SHAPE[2], seed).to(dtype)
         self._trainable = trainable
 
-    def predict_x0(self, noisy_latents, timestep, batch, conditional=True, cfg_uncond=None, attn_kind="dense"):
+    def predict_x0(self, noisy_latents, timestep, batch, *, conditional, cfg_uncond=None, attn_kind="dense"):
         cond = batch.text if conditional else batch.negative
         out = self.transformer(noisy_latents.transpose(1, 2), timestep.float() / 1000, cond)
         return out.transpose(1, 2)
 
-    def predict_noise(self, noisy_latents, timestep, batch, conditional=True, cfg_uncond=None, attn_kind="dense"):
-        return noisy_latents - self.predict_x0(noisy_latents, timestep, batch, conditional, cfg_uncond, attn_kind)
+    def predict_noise(self, noisy_latents, timestep, batch, *, conditional, cfg_uncond=None, attn_kind="dense"):
+        x0 = self.predict_x0(noisy_latents, timestep, batch, conditional=conditional, cfg_uncond=cfg_uncond, attn_kind=attn_kind)
+        return noisy_latents - x0
 
     def add_noise(self, x, noise, timestep):
         s = timestep.to(x.dtype) / 1000
@@ -128,9 +148,13 @@ class DMD2Method(nn.Module):
         pred = self.critic.predict_noise(self.student.add_noise(x, noise, t), t, batch, conditional=True)
         return torch.mean((pred - (noise - x)) ** 2), None, {}
 
+    def _should_update_student(self, iteration: int) -> bool:
+        raw = self.method_config.get("generator_update_interval")
+        interval = 1 if raw is None else int(raw)
+        return interval <= 0 or iteration % interval == 0
+
     def single_train_step(self, batch: Any, iteration: int):
-        interval = int(self.method_config.get("generator_update_interval", 1))
-        update_student = iteration % interval == 0
+        update_student = bool(self._should_update_student(iteration))
         generator_loss = torch.zeros(())
         if update_student:
             generator_loss = self._dmd_loss(self._student_rollout(batch, with_grad=True), batch)
@@ -148,8 +172,51 @@ class SelfForcingMethod(DMD2Method):
         return self._predict_x0_with_scheduler(model, noisy, timestep, batch, conditional=conditional, attn_kind="dense")
 
 
-def fastvideo_cfg(**method: Any) -> SimpleNamespace:
-    return SimpleNamespace(method={"_target_": "x", "real_score_guidance_scale": 3.0, **method}, training=None)
+def fastvideo_cfg(top: Optional[Dict[str, Any]] = None, **method: Any) -> SimpleNamespace:
+    """FastVideo's run config: ``method`` (a dict), ``training`` and ``raw`` (the whole YAML, plus ``top``)."""
+    method = {"_target_": "x", "real_score_guidance_scale": 3.0, **method}
+    raw = {"models": {}, "method": method, "training": {}, **(top or {})}
+    return SimpleNamespace(method=method, training=None, raw=raw)
+
+
+def _cli_value(text: str) -> Any:
+    """A command-line value: true/false, none/null, an int, a float, a ``[...]`` YAML list, else the text."""
+    named = {"true": True, "false": False, "none": None, "null": None}
+    if text.lower() in named:
+        return named[text.lower()]
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            continue
+    is_list = text.startswith("[") and text.endswith("]")
+    try:
+        return yaml.safe_load(text) if is_list else text
+    except yaml.error.YAMLError:
+        return text
+
+
+def fastvideo_cli_overrides(cfg: SimpleNamespace, tokens) -> None:
+    """``run.sh config.yaml --dotted.key value`` (or ``--dotted.key=value``): each value is set at
+    its dotted path of the YAML, creating mappings on the way; ``cfg.method`` is then the YAML's
+    ``method:`` mapping again."""
+    tokens = list(tokens)
+    while tokens:
+        key = tokens.pop(0)[2:]
+        key, value = key.split("=", 1) if "=" in key else (key, tokens.pop(0))
+        *parents, leaf = key.split(".")
+        node = cfg.raw
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = _cli_value(value)
+    cfg.method = dict(cfg.raw["method"])
+
+
+def fastvideo_train(method: Any, batch: Any, steps: range, accumulation: int = 1):
+    """FastVideo's loop: ``single_train_step(batch, step)`` ``accumulation`` times per step, steps from 1."""
+    return [method.single_train_step(batch, step) for step in steps for _ in range(accumulation)]
 
 
 def fastvideo_roles(dtype: torch.dtype = torch.float32) -> Dict[str, Role]:
@@ -177,13 +244,45 @@ def variational_score_distillation_loss(gen_data, teacher_x0, fake_score_x0, add
     return 0.5 * F.mse_loss(gen_data, target)
 
 
+class NoiseSchedule(nn.Module):
+    """A noise schedule on FastGen's time axis: ``t`` in ``[min_t, max_t]`` (float64), ``max_t`` its scale."""
+
+    KINDS = {"rf": (0.0, 0.999), "edm": (0.002, 80.0), "trig": (0.0, math.pi / 2)}
+
+    def __init__(self, kind: str = "rf") -> None:
+        super().__init__()
+        self.kind = kind
+        self.time_range = self.KINDS[kind]
+        self.t_precision = torch.float64
+
+    @property
+    def max_t(self) -> float:  # the scale of t
+        return self.time_range[1]
+
+    def forward_process(self, x, eps, t):
+        s = t.to(x.dtype).reshape(-1, 1, 1, 1, 1)
+        if self.kind == "edm":
+            return x + s * eps
+        if self.kind == "trig":
+            return torch.cos(s) * x + torch.sin(s) * eps
+        return (1 - s) * x + s * eps
+
+    def sample_t(self, n: int) -> Tensor:
+        """Rectified flow: 0.05-0.95 (as before the other schedules); the others: their whole range."""
+        if self.kind == "rf":
+            return torch.rand(n, dtype=self.t_precision) * 0.9 + 0.05
+        low, high = self.time_range
+        return low + torch.rand(n, dtype=self.t_precision) * (high - low)
+
+
 class FGNet(nn.Module):
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, schedule: str = "rf") -> None:
         super().__init__()
         self.net = Net(FG_SHAPE[1], seed)
+        self.noise_scheduler = NoiseSchedule(schedule)
 
     def forward(self, x, t, condition=None, fwd_pred_type="x0"):
-        return self.net(x, t, condition)
+        return self.net(x, t / self.noise_scheduler.max_t, condition)
 
 
 class DMD2Model(nn.Module):
@@ -196,17 +295,15 @@ class DMD2Model(nn.Module):
 
     def build_model(self) -> None:
         DMD2Model.built += 1
-        self.net, self.teacher, self.fake_score = FGNet(1), FGNet(2), FGNet(2)  # critic starts as the teacher
+        schedule = getattr(self.config, "schedule", "rf")
+        # the critic starts as the teacher
+        self.net, self.teacher, self.fake_score = FGNet(1, schedule), FGNet(2, schedule), FGNet(2, schedule)
         self.to(self.config.dtype)
         self.seen: Dict[str, Tensor] = {}
 
-    def _forward_process(self, x, eps, t):
-        s = t.to(x.dtype).reshape(-1, 1, 1, 1, 1)
-        return (1 - s) * x + s * eps
-
     def _student_update_step(self, input_student, t_student, t, eps, data, condition=None, neg_condition=None):
         gen_data = self.net(input_student, t_student, condition=condition)
-        perturbed = self._forward_process(gen_data, eps, t)
+        perturbed = self.net.noise_scheduler.forward_process(gen_data, eps, t)
         with torch.no_grad():
             fake = self.fake_score(perturbed, t, condition=condition, fwd_pred_type="x0")
             teacher_x0 = self.teacher(perturbed, t, condition=condition, fwd_pred_type="x0").detach()
@@ -222,7 +319,7 @@ class DMD2Model(nn.Module):
     def _fake_score_discriminator_update_step(self, input_student, t_student, t, eps, real_data, condition=None):
         with torch.no_grad():
             gen = self.net(input_student, t_student, condition=condition)
-        pred = self.fake_score(self._forward_process(gen, eps, t), t, condition=condition)
+        pred = self.fake_score(self.net.noise_scheduler.forward_process(gen, eps, t), t, condition=condition)
         loss = F.mse_loss(pred, gen)
         return {"total_loss": loss, "fake_score_loss": loss}, {}
 
@@ -230,8 +327,8 @@ class DMD2Model(nn.Module):
         real = data["real"]
         b = real.shape[0]
         input_student = torch.randn(real.shape, dtype=real.dtype)
-        t_student = torch.full((b,), 0.999, dtype=torch.float64)
-        t = torch.rand(b, dtype=torch.float64) * 0.9 + 0.05
+        t_student = torch.full((b,), self.net.noise_scheduler.max_t, dtype=torch.float64)
+        t = self.net.noise_scheduler.sample_t(b)
         eps = torch.randn_like(real)
         if iteration % self.config.student_update_freq == 0:
             return self._student_update_step(input_student, t_student, t, eps, data, condition=data["condition"], neg_condition=data["neg_condition"])
@@ -246,8 +343,34 @@ class SelfForcingModel(CausVidModel):
     pass
 
 
-def fastgen_config(dtype: torch.dtype = torch.float32, guidance_scale: Optional[float] = 4.0) -> SimpleNamespace:
-    return SimpleNamespace(dtype=dtype, guidance_scale=guidance_scale, student_update_freq=5)
+def fastgen_config(dtype: torch.dtype = torch.float32, guidance_scale: Optional[float] = 4.0, schedule: str = "rf") -> SimpleNamespace:
+    return SimpleNamespace(dtype=dtype, guidance_scale=guidance_scale, student_update_freq=5, schedule=schedule)
+
+
+def LazyCall(target: Any):
+    """``L(target)(**kwargs)``: the call as a ``DictConfig`` that may hold objects, ``_target_`` included."""
+    return lambda **kwargs: DictConfig({**kwargs, "_target_": target}, flags={"allow_objects": True})
+
+
+def instantiate(node: Any) -> Any:
+    """Build a ``LazyCall``: nested calls first; the other values reach the target as they are in
+    the ``DictConfig``, i.e. a dict as ``DictConfig`` and a list as ``ListConfig``."""
+    if isinstance(node, ListConfig):
+        return ListConfig([instantiate(item) for item in node], flags={"allow_objects": True})
+    if not (isinstance(node, Mapping) and "_target_" in node):
+        return node
+    arguments = {key: instantiate(value) for key, value in node.items()}
+    return arguments.pop("_target_")(**arguments)
+
+
+def fastgen_train(model: Any, steps: range, seed: int = 0, dtype: torch.dtype = torch.float64, accumulation: int = 1):
+    """FastGen's loop: ``single_train_step(data, iteration)`` ``accumulation`` times per iteration, from 1."""
+    out = []
+    for iteration in steps:
+        for _ in range(accumulation):
+            torch.manual_seed(seed)
+            out.append(model.single_train_step(fastgen_data(dtype=dtype), iteration))
+    return out
 
 
 def fastgen_data(seed: int = 0, dtype: torch.dtype = torch.float32) -> Dict[str, Tensor]:
@@ -258,6 +381,26 @@ def fastgen_data(seed: int = 0, dtype: torch.dtype = torch.float32) -> Dict[str,
         "condition": torch.randn(1, c, 1, 1, 1, generator=g),
         "neg_condition": torch.randn(1, c, 1, 1, 1, generator=g),
     }
+
+
+# ---------------------------------------------------------------- the launchers' path rules
+
+
+def fastgen_load_config(path: str) -> Any:
+    """FastGen's ``train.py --config=FILE``: a ``.py`` file that exists (from the working folder),
+    imported as the module named by its path with ``/`` as ``.`` and ``.py`` removed, whose
+    ``create_config()`` gives the config. An absolute path names a relative import, which fails."""
+    if not path.endswith(".py"):
+        raise ValueError(f"not a .py file: {path}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no file {path}")
+    return importlib.import_module(path.replace(".py", "").replace("/", ".")).create_config()
+
+
+def fastvideo_run_config_path(config: str, cwd: str) -> str:
+    """FastVideo's ``examples/train/run.sh CONFIG``: a relative CONFIG is taken from the folder it
+    is run in (made absolute before the script moves to the checkout); an absolute one as it is."""
+    return config if config.startswith("/") else f"{cwd}/{config}"
 
 
 # ---------------------------------------------------------------- the framework packages, injected

@@ -1,12 +1,14 @@
 """Tiny stand-ins for the hosts' DMD objects and Trainers, written from their documented interfaces.
 
-Nothing here is upstream code: these classes reproduce what ``shared/UPSTREAM.md`` documents
-about CausVid (``causvid/dmd.py``, ``causvid/train_distillation.py``) and Self-Forcing
-(``model/dmd.py``, ``trainer/distillation.py``): method names and signatures, the call chain
+Nothing here is upstream code: these classes reproduce the interfaces of CausVid
+(``causvid/dmd.py``, ``causvid/train_distillation.py``) and Self-Forcing (``model/dmd.py``,
+``trainer/distillation.py``), which ``test_upstream_interfaces.py`` compares with their sources
+when given: method names and signatures, the call chain
 ``generator_loss -> _run_generator -> compute_distribution_matching_loss -> _compute_kl_grad``,
 keyword calls of the score wrappers, ``[B, F]`` timesteps, CausVid's x0 outputs and log keys,
-Self-Forcing's ``(flow_pred, x0_pred)`` tuples, ``gradient_mask``, ``fake_guidance_scale`` and
-``denoised_timestep_from/to``. The networks are tiny 3-D convolutions so that frames interact.
+Self-Forcing's ``(flow_pred, x0_pred)`` tuples, ``gradient_mask`` (None when the generator rolls
+out exactly the frames the teacher sees, 21 upstream; the first block masked after a longer
+rollout), ``fake_guidance_scale`` and ``denoised_timestep_from/to``. The networks are tiny 3-D convolutions so that frames interact.
 Every network call is counted (``.calls``) so tests can prove the adapter adds none.
 """
 
@@ -155,7 +157,7 @@ class _BaseDMD(nn.Module):
         return self._x0(self.generator(
             noisy_image_or_video=noise, conditional_dict=conditional_dict, timestep=self.denoising_step_list[index]))
 
-    def critic_loss(self, image_or_video_shape, conditional_dict: dict, unconditional_dict: dict, clean_latent=None, **kwargs):
+    def critic_loss(self, image_or_video_shape, conditional_dict: dict, unconditional_dict: dict, clean_latent):
         with torch.no_grad():
             generated = self._generate(image_or_video_shape, conditional_dict)
         b, f = image_or_video_shape[:2]
@@ -216,7 +218,9 @@ class SelfForcingDMD(_BaseDMD):
     def __init__(self, args, device="cpu") -> None:
         super().__init__(args, device)
         self.fake_guidance_scale = _get(args, "fake_guidance_scale", 0.0)
-        self.mask_first_block = True
+        # Frames the generator rolls out; the teacher sees the last image_or_video_shape[1] of
+        # them (21 upstream). None: exactly those, and then there is no gradient mask.
+        self.generated_frames: Optional[int] = None
 
     def _compute_kl_grad(self, noisy_image_or_video, estimated_clean_image_or_video, timestep,
                          conditional_dict, unconditional_dict, normalization=True):
@@ -249,10 +253,15 @@ class SelfForcingDMD(_BaseDMD):
             )
         return self._dmd_from_grad(x, grad, gradient_mask), log
 
+    def critic_loss(self, image_or_video_shape, conditional_dict: dict, unconditional_dict: dict, clean_latent, initial_latent=None):
+        return super().critic_loss(image_or_video_shape, conditional_dict, unconditional_dict, clean_latent)
+
     def _run_generator(self, image_or_video_shape, conditional_dict, initial_latent=None):
-        pred = self._generate(image_or_video_shape, conditional_dict)
+        window = image_or_video_shape[1]
+        generated = self.generated_frames or window
+        pred = self._generate([image_or_video_shape[0], generated, *image_or_video_shape[2:]], conditional_dict)[:, -window:]
         mask = None
-        if self.mask_first_block:  # the first block is context, not trained (Self-Forcing)
+        if generated != window:  # a longer rollout: the first block of the window is context, not trained
             mask = torch.ones_like(pred, dtype=torch.bool)
             mask[:, : self.num_frame_per_block] = False
         return pred, mask, 1000, 250
@@ -272,6 +281,15 @@ def text_dicts(batch: int = SHAPE[0], seed: int = 7):
     cond = {"prompt_embeds": torch.randn(batch, 4, EMBED, generator=g)}
     uncond = {"prompt_embeds": torch.zeros(batch, 4, EMBED)}
     return cond, uncond
+
+
+def generator_step(dmd, *, seed: int = 9):
+    """One generator step of a DMD stand-in, with the same noise whatever the seed state:
+    ``(loss, logs, [the generator's gradients])``."""
+    torch.manual_seed(seed)
+    loss, log = dmd.generator_loss(list(SHAPE), *text_dicts(), None)
+    loss.backward()
+    return loss, log, [p.grad.clone() for p in dmd.generator.parameters()]
 
 
 def call_counts(dmd) -> tuple:

@@ -5,7 +5,9 @@ from dataclasses import dataclass
 import pytest
 from omegaconf import OmegaConf
 
+from msm_plugin.adapters import check_extra_losses
 from msm_plugin.config import ExtraLossConfig, build_extra_losses, config_mapping, parse_extra_losses
+from msm_plugin.hosts import get_host
 from msm_plugin.options import LossOptions, option, real_at_least
 from msm_plugin.registry import UnknownLossError
 
@@ -48,7 +50,7 @@ def test_overrides_merge_over_the_section_and_add_the_loss():
         ({"msm": {"lam": 0.5}}, ValueError, r"options section `msm:` but `extra_losses` does not list 'msm'"),
         ({"extra_losses": ["msm"], "msm": 0.5}, TypeError, r"`msm` should be a mapping of options .* got float 0.5"),
         ({"extra_losses": ["msm"], "msm": {"lamda": 0.5}}, ValueError, r"unknown option `msm.lamda`; did you mean `lam`\?"),
-        ({"extra_losses": ["msm"], "msm": {"zzz": 1}}, ValueError, r"unknown option `msm.zzz` Options of extra loss 'msm': lam, normalization"),
+        ({"extra_losses": ["msm"], "msm": {"zzz": 1}}, ValueError, r"unknown option `msm.zzz`\. Options of extra loss 'msm': lam, normalization"),
         ({"extra_losses": ["msm"], "msm": {"lam": "0.5"}}, TypeError, r"option `msm.lam` should be int or float, got str '0.5'"),
         ({"extra_losses": ["msm"], "msm": {"lam": True}}, TypeError, r"option `msm.lam` should be int or float, got bool True"),
         ({"extra_losses": ["msm"], "msm": {"order": 1.5}}, TypeError, r"option `msm.order` should be int, got float 1.5"),
@@ -56,8 +58,6 @@ def test_overrides_merge_over_the_section_and_add_the_loss():
         ({"extra_losses": ["msm"], "msm": {"lam": -0.5}}, ValueError, r"option `msm.lam` should be finite and >= 0, got -0.5"),
         ({"extra_losses": ["msm"], "msm": {"feature": "torch.nn.Identity"}}, TypeError, r"option `msm.feature` takes a Python object that a config cannot express"),
         ({"extra_losses": ["msm"], "msm": {1: 2}}, TypeError, r"option names under `msm` should be strings, got int 1"),
-        ({"extra_losses": ["msm"], "real_task_type": "causal_video"}, ValueError, r"real_task_type is causal_video .*`msm: \{timestep_policy: pairs\}`"),
-        ({"extra_losses": ["msm"], "generator_task": "causal_video"}, ValueError, r"real_task_type is causal_video"),
     ],
 )
 def test_errors(config, error, match):
@@ -79,10 +79,24 @@ def test_errors_from_an_omegaconf_yaml(yaml, error, match):
         parse_extra_losses(OmegaConf.create(yaml))
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"extra_losses": ["msm"], "real_task_type": "causal_video"},
+        {"extra_losses": ["msm"], "generator_task": "causal_video"},  # CausVid's fallback for real_task_type
+    ],
+)
+def test_a_causal_teacher_under_the_strict_policy_is_refused_on_the_causvid_route(config):
+    with pytest.raises(ValueError, match=r"real_task_type is causal_video .*`msm: \{timestep_policy: pairs\}`"):
+        check_extra_losses(config, host="causvid")
+    with pytest.raises(ValueError, match=r"real_task_type is causal_video"):
+        get_host("causvid").build_losses(config)
+
+
 def test_causal_teacher_is_fine_under_the_pairs_policy_and_stage3_is_fine_as_is():
-    assert parse_extra_losses({"extra_losses": ["msm"], "real_task_type": "causal_video", "msm": {"timestep_policy": "pairs"}})
+    assert check_extra_losses({"extra_losses": ["msm"], "real_task_type": "causal_video", "msm": {"timestep_policy": "pairs"}}, host="causvid")
     stage3 = {"extra_losses": ["msm"], "generator_task": "causal_video", "real_task_type": "bidirectional_video"}
-    assert parse_extra_losses(stage3)[0].name == "msm"
+    assert check_extra_losses(stage3, host="causvid")[0].name == "msm"
 
 
 def test_values_a_rule_refuses_are_reported_with_the_loss_and_option_name():
@@ -193,6 +207,6 @@ def test_a_loss_without_options_class_gets_keywords_and_its_errors_name_it(plugi
 def test_timestep_rule_follows_the_named_host():
     causal = {"extra_losses": ["msm"], "real_task_type": "causal_video"}
     with pytest.raises(ValueError, match="real_task_type is causal_video"):
-        parse_extra_losses(causal, host="causvid")
+        check_extra_losses(causal, host="causvid")
     # Self-Forcing draws the score timestep with uniform_timestep=True whatever its config says
-    assert parse_extra_losses(causal, host="self_forcing")[0].name == "msm"
+    assert check_extra_losses(causal, host="self_forcing")[0].name == "msm"

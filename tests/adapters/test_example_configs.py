@@ -6,10 +6,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from msm_plugin import active_losses
-from msm_plugin.config import build_extra_losses, parse_extra_losses
+from msm_plugin.adapters import check_extra_losses
+from msm_plugin.config import build_extra_losses
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
-# Keys CausVid's Trainer/DMD read without a default (shared/UPSTREAM.md, train_distillation.py, dmd.py).
+# Keys CausVid's Trainer/DMD read without a default (its causvid/train_distillation.py and causvid/dmd.py at ca21150).
 REQUIRED = {
     "model_name", "generator_task", "generator_grad", "real_score_grad", "fake_score_grad", "denoising_step_list",
     "num_train_timestep", "real_guidance_scale", "denoising_loss_type", "mixed_precision", "seed", "lr", "beta1",
@@ -40,9 +41,9 @@ def test_stage3_with_a_causal_teacher_meets_the_strict_error_or_needs_pairs():
     config = OmegaConf.load(CONFIGS / "causvid_wan_stage3_msm.yaml")
     config.real_task_type = "causal_video"
     with pytest.raises(ValueError, match="real_task_type is causal_video"):
-        parse_extra_losses(config)
+        check_extra_losses(config, host="causvid")
     config.msm.timestep_policy = "pairs"
-    assert parse_extra_losses(config)[0].options["timestep_policy"] == "pairs"
+    assert check_extra_losses(config, host="causvid")[0].config.timestep_policy == "pairs"
 
 
 def test_config_paths_named_in_the_launcher_docs_exist():
@@ -50,18 +51,18 @@ def test_config_paths_named_in_the_launcher_docs_exist():
 
     from msm_plugin import train
 
-    named = re.findall(r"examples/configs/([\w.]+\.yaml)", train.__doc__)
-    assert named and all((CONFIGS / name).is_file() for name in named), named
+    named = re.findall(r"msm-plugin config (\w+)", train.__doc__)
+    assert named and all((CONFIGS / f"{name}.yaml").is_file() for name in named), named
 
 
 def test_self_forcing_example_is_its_dmd_trainer_with_valid_msm():
     config = OmegaConf.load(CONFIGS / "self_forcing_dmd_msm.yaml")
     assert (config.trainer, config.distribution_loss) == ("score_distillation", "dmd")
-    (msm,) = build_extra_losses(config, host="self_forcing")
+    (msm,) = check_extra_losses(config, host="self_forcing")
     assert msm.name == "msm" and msm.weight == 0.5
 
 
-def test_fastvideo_example_is_upstreams_dmd2_yaml_with_the_msm_method(monkeypatch):
+def test_fastvideo_example_is_upstreams_dmd2_yaml_with_the_msm_method(frameworks):
     from types import SimpleNamespace
 
     import msm_plugin.hosts.fastvideo as fastvideo
@@ -74,16 +75,12 @@ def test_fastvideo_example_is_upstreams_dmd2_yaml_with_the_msm_method(monkeypatc
     assert set(config) == {"models", "method", "training", "callbacks", "pipeline"}
     module, name = method["_target_"].rsplit(".", 1)
     assert (module, name) == (fastvideo.__name__, "MSMDMD2Method")
-    sf.install_frameworks(monkeypatch)
-    try:
-        built = getattr(fastvideo, name)(cfg=SimpleNamespace(method=method), role_models=sf.fastvideo_roles())
-        (msm,) = active_losses(built)
-        assert (msm.name, msm.weight, msm.config.normalization) == ("msm", 0.5, "motion")
-    finally:
-        vars(fastvideo).pop(name, None)
+    built = getattr(fastvideo, name)(cfg=SimpleNamespace(method=method), role_models=sf.fastvideo_roles())
+    (msm,) = active_losses(built)
+    assert (msm.name, msm.weight, msm.config.normalization) == ("msm", 0.5, "motion")
 
 
-def test_fastgen_example_is_upstreams_experiment_with_the_msm_model_class(monkeypatch):
+def test_fastgen_example_is_upstreams_experiment_with_the_msm_model_class(frameworks, monkeypatch):
     import importlib.util
     import sys
     import types
@@ -92,7 +89,6 @@ def test_fastgen_example_is_upstreams_experiment_with_the_msm_model_class(monkey
     import msm_plugin.hosts.fastgen as fastgen
     from tests.adapters import framework_standins as sf
 
-    sf.install_frameworks(monkeypatch)
     experiment = "fastgen.configs.experiments.WanT2V.config_dmd2"
     upstream = types.ModuleType(experiment)
     upstream.create_config = lambda: SimpleNamespace(model_class=None, log_config=SimpleNamespace(group="wan_dmd2"))
@@ -103,16 +99,13 @@ def test_fastgen_example_is_upstreams_experiment_with_the_msm_model_class(monkey
     lazy = types.ModuleType("fastgen.utils")
     lazy.LazyCall = lambda target: lambda **kwargs: {"_target_": target, **kwargs}
     monkeypatch.setitem(sys.modules, "fastgen.utils", lazy)
-    try:
-        spec = importlib.util.spec_from_file_location("fastgen_example", CONFIGS / "fastgen_wan_t2v_dmd2_msm.py")
-        example = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(example)
-        config = example.create_config()
-        call = dict(config.model_class)
-        target = call.pop("_target_")
-        assert target is fastgen.MSMDMD2Model and issubclass(target, sf.DMD2Model)
-        model = target(**{**call, "config": sf.fastgen_config()})
-        (msm,) = active_losses(model)
-        assert (msm.name, msm.weight) == ("msm", 0.5) and config.log_config.group == "wan_dmd2_msm"
-    finally:
-        vars(fastgen).pop("MSMDMD2Model", None)
+    spec = importlib.util.spec_from_file_location("fastgen_example", CONFIGS / "fastgen_wan_t2v_dmd2_msm.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    config = example.create_config()
+    call = dict(config.model_class)
+    target = call.pop("_target_")
+    assert target is fastgen.MSMDMD2Model and issubclass(target, sf.DMD2Model)
+    model = target(**{**call, "config": sf.fastgen_config()})
+    (msm,) = active_losses(model)
+    assert (msm.name, msm.weight) == ("msm", 0.5) and config.log_config.group == "wan_dmd2_msm"

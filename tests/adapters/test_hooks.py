@@ -5,7 +5,7 @@ import inspect
 import pytest
 from torch import nn
 
-from msm_plugin.adapters.hooks import PATCHES_ATTR, is_patched, original_method, patch_method, unpatch_method
+from msm_plugin.hosts.hooks import PATCHES_ATTR, is_patched, original_method, patch_method, unpatch_method
 
 
 class Host(nn.Module):

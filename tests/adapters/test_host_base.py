@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from msm_plugin.adapters.hooks import patch_method, unpatch_method
+from msm_plugin.hosts.hooks import patch_method, unpatch_method
 from msm_plugin.hosts import ExtraLosses, recorded_calls
-from msm_plugin.registry import LossContext, get_loss
+from msm_plugin.context import LossContext
+from msm_plugin.registry import get_loss
 from tests.reference import msm_reference
 
 

@@ -10,6 +10,7 @@ from msm_plugin import active_losses, unwrap_trainer, wrap_trainer
 from msm_plugin import hosts, train
 from msm_plugin.adapters import pop_extra_logs
 from msm_plugin.hosts import detect_host, get_host, register_host
+from msm_plugin.hosts.causvid import CausVidHost
 from msm_plugin.hosts.self_forcing import SelfForcingHost
 from tests.adapters.standins import SHAPE, CausVidDMD, SelfForcingDMD, make_config, text_dicts
 
@@ -38,7 +39,7 @@ class SelfForcingLoopTrainer:
                                                   unconditional_dict=uncond, clean_latent=None)
             loss.backward()
             return {**log, "generator_loss": loss.detach()}
-        loss, log = self.model.critic_loss(image_or_video_shape=shape, conditional_dict=cond, unconditional_dict=uncond)
+        loss, log = self.model.critic_loss(image_or_video_shape=shape, conditional_dict=cond, unconditional_dict=uncond, clean_latent=None)
         loss.backward()
         return {"critic_loss": loss.detach()}
 
@@ -189,12 +190,10 @@ class _FakeEntryPoint:
 
 
 def test_a_plugin_host_from_an_entry_point_is_detected_before_the_built_ins(monkeypatch):
-    from msm_plugin import registry
-
-    monkeypatch.setattr(hosts, "_hosts", {})
+    monkeypatch.setattr(hosts, "_hosts", dict(hosts._hosts))
     monkeypatch.setattr(hosts, "_plugins", [])
     monkeypatch.setattr(hosts, "_loaded", False)
-    monkeypatch.setattr(registry, "_entry_points", lambda group: [_FakeEntryPoint("my_fork", ForkHost)] if group == hosts.HOST_ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(hosts, "entry_points", lambda group: [_FakeEntryPoint("my_fork", ForkHost)] if group == hosts.HOST_ENTRY_POINT_GROUP else [])
     assert hosts.available_hosts() == ["causvid", "fastgen", "fastvideo", "my_fork", "self_forcing"]
     trainer = type("ForkTrainer", (), {})()
     trainer.config, trainer.fork_model = make_config(), SelfForcingDMD(make_config())
@@ -207,6 +206,40 @@ def test_a_plugin_host_from_an_entry_point_is_detected_before_the_built_ins(monk
         register_host(3)
     with pytest.raises(ValueError, match="host names are lower-case identifiers"):
         register_host(type("BadHost", (SelfForcingHost,), {"name": "Bad-Host"}))
+
+
+def _fake_host_entry_points(monkeypatch, *eps):
+    monkeypatch.setattr(hosts, "_hosts", dict(hosts._hosts))
+    monkeypatch.setattr(hosts, "_plugins", [])
+    monkeypatch.setattr(hosts, "_loaded", False)
+    monkeypatch.setattr(hosts, "entry_points", lambda group: list(eps) if group == hosts.HOST_ENTRY_POINT_GROUP else [])
+
+
+def test_an_entry_point_resolving_to_a_built_in_host_is_a_no_op(monkeypatch):
+    """The installed package declares its own hosts too: loading them must not make them plugins."""
+    before = dict(hosts._hosts)
+    _fake_host_entry_points(monkeypatch, _FakeEntryPoint("causvid", CausVidHost), _FakeEntryPoint("my_fork", ForkHost))
+    assert hosts.available_hosts() == ["causvid", "fastgen", "fastvideo", "my_fork", "self_forcing"]
+    assert hosts._plugins == ["my_fork"]
+    assert hosts._hosts["causvid"] is before["causvid"]  # the instance registered in code stays
+    with pytest.raises(TypeError, match=r"expected a my-fork Trainer .* or a CausVid Trainer .* \(known hosts: my_fork, causvid, "):
+        detect_host(object())
+
+
+def test_an_entry_point_must_carry_its_hosts_name_and_one_name_one_value(monkeypatch):
+    _fake_host_entry_points(monkeypatch, _FakeEntryPoint("fork", ForkHost))
+    with pytest.raises(ValueError, match=r"^entry point 'fork' = 'fork:ForkHost' of distribution '<unknown distribution>' loads a host named 'my_fork'; the entry point's name must be the host's name$"):
+        hosts.available_hosts()
+    _fake_host_entry_points(monkeypatch, _FakeEntryPoint("my_fork", ForkHost), _FakeEntryPoint("my_fork", SelfForcingHost))
+    with pytest.raises(ValueError, match=r"^host 'my_fork' is declared twice: by entry point 'my_fork' = 'fork:ForkHost' .* and by entry point 'my_fork' = 'fork:SelfForcingHost' "):
+        hosts.available_hosts()
+    _fake_host_entry_points(monkeypatch, _FakeEntryPoint("my_fork", type("NotAHost", (), {"name": "my_fork"})))
+    with pytest.raises(TypeError, match=r"^expected a msm_plugin.hosts.Host subclass or instance from entry point 'my_fork' = 'fork:NotAHost' "):
+        hosts.available_hosts()
+    other = type("OtherHost", (SelfForcingHost,), {"name": "causvid"})
+    _fake_host_entry_points(monkeypatch, _FakeEntryPoint("causvid", other))
+    with pytest.raises(ValueError, match=r"^host 'causvid' of OtherHost from entry point 'causvid' = 'fork:OtherHost' .* is already registered by CausVidHost$"):
+        hosts.available_hosts()
 
 
 def test_a_host_without_an_msm_train_route_says_so_in_one_line(monkeypatch, capsys):
@@ -256,16 +289,14 @@ def test_the_patched_self_forcing_trainer_logs_the_extra_keys_in_its_own_rows(ch
 
 
 def test_a_failing_host_plugin_names_itself_and_a_bad_name_type_is_refused(monkeypatch):
-    from msm_plugin import registry
-
     class Broken(_FakeEntryPoint):
         def load(self):
             raise ImportError("no module named fork")
 
-    monkeypatch.setattr(hosts, "_hosts", {})
+    monkeypatch.setattr(hosts, "_hosts", dict(hosts._hosts))
     monkeypatch.setattr(hosts, "_plugins", [])
     monkeypatch.setattr(hosts, "_loaded", False)
-    monkeypatch.setattr(registry, "_entry_points", lambda group: [Broken("my_fork", ForkHost)] if group == hosts.HOST_ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(hosts, "entry_points", lambda group: [Broken("my_fork", ForkHost)] if group == hosts.HOST_ENTRY_POINT_GROUP else [])
     with pytest.raises(RuntimeError, match=r"host plugin 'my_fork' \(fork:ForkHost\) from distribution '<unknown distribution>' failed to load: ImportError: no module named fork"):
         hosts.available_hosts()
     with pytest.raises(TypeError, match="a host name must be a string, got int 3"):

@@ -53,9 +53,10 @@ def test_every_plugin_name_the_patch_adds_exists():
             module = importlib.import_module(match[1])
             for name in (n.strip() for n in match[2].split(",")):
                 imported[name] = getattr(module, name)
-    assert set(imported) == {"apply_extra_losses", "pop_extra_logs", "build_extra_losses"}
+    assert set(imported) == {"apply_extra_losses", "pop_extra_logs", "check_extra_losses"}
     calls = {name for line in added for name in re.findall(r"(\w+)\(", line)}
-    assert {"apply_extra_losses", "pop_extra_logs", "build_extra_losses"} <= calls
+    assert {"apply_extra_losses", "pop_extra_logs", "check_extra_losses"} <= calls
+    assert sum('host="causvid"' in line for line in added) == 1
     assert all(callable(f) for f in imported.values())
 
 
@@ -75,5 +76,5 @@ def test_self_forcing_patch_is_well_formed_touches_its_entry_and_trainer_and_nam
         if match:
             module = importlib.import_module(match[1])
             imported.update({name.strip(): getattr(module, name.strip()) for name in match[2].split(",")})
-    assert set(imported) == {"apply_extra_losses", "pop_extra_logs", "build_extra_losses"}
+    assert set(imported) == {"apply_extra_losses", "pop_extra_logs", "check_extra_losses"}
     assert sum('host="self_forcing"' in line for line in added) == 2

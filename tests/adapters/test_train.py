@@ -94,8 +94,8 @@ def test_end_to_end_extra_keys_reach_the_wandb_run(tmp_path, monkeypatch):
     for step in (0, 2):
         row = history[step]
         assert {"generator_loss", "critic_loss", "dmdtrain_gradient_norm"} <= row.keys()
-        assert {"msm_loss", "dmd_loss", "msm_lambda", "msm_gradient_norm", "msm_motion_pred_real",
-                "msm_motion_pair/generated_00"} <= row.keys()
+        assert {"msm_loss", "dmd_loss", "msm_lambda", "msm_gradient_norm", "msm_grad_ratio", "msm_motion_pred_real",
+                "msm_motion_gap_real", "msm_motion_gap_fake"} <= row.keys()
         assert row["msm_lambda"] == 0.25
         assert row["generator_loss"] == pytest.approx(row["dmd_loss"] + 0.25 * row["msm_loss"], rel=1e-6)
     assert "critic_loss" in history[1] and "msm_loss" not in history[1] and "generator_loss" not in history[1]
@@ -200,3 +200,30 @@ def test_a_yaml_that_is_not_a_mapping_is_refused(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(TypeError, match="to hold a mapping of config keys, got a ListConfig"):
         train.load_config(str(path))
+
+
+@pytest.mark.parametrize(
+    "text, where, problem",
+    [
+        ("msm: {lam: 0.5\n", "line 2, column 1", "did not find expected ',' or '}' (in a flow mapping that starts at line 1, column 6)"),
+        ("extra_losses: [msm]\nmsm:\n  lam: 0.5\n lam: 1\n", "line 4, column 2", "did not find expected key (in a block mapping that starts at line 1, column 1)"),
+        ("msm: {lam: 0.5}\nmsm: {lam: 1}\n", "line 2, column 1", "found duplicate key msm"),
+    ],
+)
+def test_a_malformed_yaml_is_one_line_naming_the_file_and_line(tmp_path, capsys, text, where, problem):
+    Recording.built.clear()
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    err = _one_line_exit(capsys, ["--config_path", str(path)], trainer_cls=Recording)
+    assert err.startswith(f"msm-train: error: {path} is not valid YAML: {where}: {problem}")
+    assert Recording.built == []
+
+
+def test_help_lists_only_the_hosts_msm_train_runs_and_says_where_the_others_go(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--host HOST whose trainer to run: causvid, self_forcing (default: causvid)" in text
+    assert "fastgen, fastvideo: not run by msm-train; their framework's own launcher builds msm-plugin's class" in text
+    assert train.runnable_hosts() == ["causvid", "self_forcing"]

@@ -26,6 +26,7 @@ from tests.adapters.standins import (
     SelfForcingTrainer,
     Sharded,
     call_counts,
+    generator_step,
     make_config,
     text_dicts,
 )
@@ -162,10 +163,28 @@ class TestWrappedLoss:
         for key, value in host_log.items():
             assert torch.equal(log[key], value), key
         added = set(log) - set(host_log)
-        assert {"dmd_loss", "msm_loss", "msm_lambda", "msm_gradient_norm", "msm_motion_generated",
-                "msm_motion_pred_real", "msm_motion_pred_fake"} <= added
-        pairs = SHAPE[1] - 1
-        assert {f"msm_motion_pair/generated_{k:02d}" for k in range(pairs)} <= added
+        default = {"dmd_loss", "msm_loss", "msm_lambda", "msm_gradient_norm", "msm_grad_ratio", "msm_motion_generated",
+                   "msm_motion_pred_real", "msm_motion_pred_fake", "msm_motion_gap_real", "msm_motion_gap_fake"}
+        # a gradient mask makes the share of counted motion entries informative
+        assert added == default | ({"msm_pairs_counted"} if mask is not None else set())
+        with pytest.warns(UserWarning, match="replacing the previous extra losses"):
+            wrap_trainer(dmd, lam=0.5, per_pair_logs=True)
+        _, log, _, _ = _run_loss(dmd, x0, mask)
+        pairs = {f"msm_motion_pair/{which}_{k:02d}" for which in ("generated", "pred_real", "pred_fake") for k in range(SHAPE[1] - 1)}
+        assert set(log) - set(host_log) - added == pairs
+
+    @pytest.mark.parametrize("host", sorted(HOSTS))
+    def test_grad_ratio_is_msms_share_of_the_hosts_own_gradient(self, host):
+        """Through the host's code: ||grad(wrapped) - grad(host)|| / ||grad(host)|| by autograd, same noise."""
+        dmd = HOSTS[host](make_config())
+        x0, mask = _video(), _mask(host, dmd)
+        _, _, host_grad, _ = _run_loss(dmd, x0, mask)
+        wrap_trainer(dmd, lam=0.5)
+        _, log, grad, _ = _run_loss(dmd, x0, mask)
+        measured = ((grad.double() - host_grad.double()).norm() / host_grad.double().norm()).item()
+        # float32 gradients, MSM's recovered as a difference of two: ~1e-6 relative, inside 1e-4
+        assert log["msm_grad_ratio"].item() == pytest.approx(measured, rel=1e-4)
+        assert 0.01 < measured < 100  # both terms really act
 
     @pytest.mark.parametrize("host", sorted(HOSTS))
     def test_no_extra_network_call(self, host):
@@ -185,13 +204,6 @@ class TestWrappedLoss:
 
     @pytest.mark.parametrize("host", sorted(HOSTS))
     def test_lam_zero_is_bit_identical_to_host(self, host):
-        def generator_step(dmd):
-            cond, uncond = text_dicts()
-            torch.manual_seed(9)
-            loss, log = dmd.generator_loss(list(SHAPE), cond, uncond, None)
-            loss.backward()
-            return loss, log, [p.grad.clone() for p in dmd.generator.parameters()]
-
         plain_loss, plain_log, plain_grads = generator_step(HOSTS[host](make_config()))
         loss, log, grads = generator_step(wrap_trainer(HOSTS[host](make_config()), lam=0.0))
         assert torch.equal(loss, plain_loss)

@@ -68,3 +68,20 @@ def test_overhead_inputs_are_built_on_the_cpu_then_moved():
     g = torch.Generator().manual_seed(0)
     draws = [torch.randn(1, 3, 2, 4, 4, generator=g) for _ in range(3)]
     assert torch.equal(cpu[0], draws[0]) and torch.equal(cpu[1], draws[1]) and torch.equal(cpu[2], draws[1] + 0.1 * draws[2])
+
+
+def test_log_cost_counts_keys_and_device_syncs_per_route(capsys):
+    log_cost = _load("log_cost")
+    with log_cost.SyncCounter() as counter:  # what it counts: reads of device values and copies to a device
+        torch.ones(2).sum().item(), bool(torch.ones(())), torch.ones(2).tolist(), torch.tensor(0.5, device="cpu")
+        torch.full((), 0.5), torch.ones(2) + 1  # a fill kernel and arithmetic: no sync
+    assert counter.calls == ["item", "__bool__", "tolist", "tensor"]
+    summary = log_cost.main(["--shape", "1", "5", "2", "4", "4", "--repeats", "2"])
+    syncs = summary["syncs"]
+    # MSM's strict policy reads one boolean (are the frames' timesteps equal?) in the loss itself
+    assert syncs["loss only"]["term"] == 1
+    # 9 MSM keys + dmd_loss; msm_lambda is a Python float, the 8 others device scalars
+    assert syncs["default logs"] == {"keys": 10, "term": 1, "causvid_self_forcing": 2, "fastvideo": 1 + 9, "fastgen": 1 + 10}
+    assert syncs["per-pair logs"]["keys"] == 10 + 3 * 4 and syncs["per-pair logs"]["causvid_self_forcing"] == 2
+    assert all(summary[arm]["median_ms"] > 0 for arm in ("loss only", "default logs", "per-pair logs"))
+    assert "| default logs | 10 | " in capsys.readouterr().out

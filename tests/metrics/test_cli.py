@@ -194,3 +194,83 @@ def test_bad_fps(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--fps", "0"])
     assert "--fps should be positive, got 0.0" in capsys.readouterr().err
+
+
+def test_default_report_goes_to_its_own_folder_named_in_help(tmp_path, monkeypatch, capsys, rng):
+    np.save(tmp_path / "gen.npy", rng.random((2, 3, 3, 8, 8)).astype(np.float32))
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "(default: msm-eval-out/results.json, in the current folder)" in " ".join(capsys.readouterr().out.split())
+    monkeypatch.chdir(tmp_path)
+    assert main(["gen.npy"]) == 0
+    assert sorted(p.name for p in (tmp_path / "msm-eval-out").iterdir()) == ["results.json", "results.md"]
+    assert not (tmp_path / "results.json").exists() and not (tmp_path / "results.md").exists()
+
+
+@pytest.mark.parametrize("foreign", ["results.json", "results.md"])
+def test_a_report_msm_eval_did_not_write_is_kept_unless_forced(tmp_path, monkeypatch, capsys, rng, foreign):
+    """Run inside msm-demo-out/ with --out results.json: the demo's report must survive."""
+    np.save(tmp_path / "gen.npy", rng.random((2, 3, 3, 8, 8)).astype(np.float32))
+    demo = {"results.json": '{"runs": []}\n', "results.md": "# msm-demo results\n"}[foreign]
+    (tmp_path / foreign).write_text(demo)
+    monkeypatch.chdir(tmp_path)
+    assert main(["gen.npy", "--out", "results.json"]) == 2
+    assert capsys.readouterr() == (
+        "", f"msm-eval: error: --out: {foreign} exists and is not a report msm-eval wrote; give another --out, or --force to overwrite it\n"
+    )
+    assert (tmp_path / foreign).read_text() == demo and len(list(tmp_path.iterdir())) == 2  # nothing written
+    assert main(["gen.npy", "--out", "results.json", "--force"]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["report"] == "msm-eval"
+    assert (tmp_path / "results.md").read_text().startswith("# msm-eval report\n")
+    assert main(["gen.npy", "--out", "results.json"]) == 0  # its own report is replaced without --force
+
+
+def test_pooled_scoring_is_said_and_groups_give_per_seed_values(tmp_path, capsys, rng):
+    """msm-demo's tensors/<arm>.pt holds its seeds one after the other; --groups 3 scores each seed."""
+    from msm_plugin.metrics import motion_metrics
+
+    videos = rng.random((6, 4, 3, 8, 8)).astype(np.float32)
+    videos[2:4] *= 0.5  # the groups differ in appearance
+    reference = rng.random((4, 4, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "arm.npy", videos)
+    np.save(tmp_path / "data.npy", reference)
+    out = tmp_path / "pooled.json"
+    assert main([str(tmp_path / "arm.npy"), "--reference", str(tmp_path / "data.npy"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "The 6 generated videos are scored as one pooled set." in printed and "`--groups K`" in printed
+    pooled = json.loads(out.read_text())
+    assert pooled["groups"] == [] and pooled["group_summary"] == {}
+
+    out = tmp_path / "grouped.json"
+    assert main([str(tmp_path / "arm.npy"), "--reference", str(tmp_path / "data.npy"), "--out", str(out), "--groups", "3"]) == 0
+    result = json.loads(out.read_text())
+    assert [g["name"] for g in result["groups"]] == ["videos 0-1", "videos 2-3", "videos 4-5"]
+    per_seed = [motion_metrics(videos[i : i + 2], reference)["appearance_fd"] for i in (0, 2, 4)]
+    assert [g["metrics"]["appearance_fd"] for g in result["groups"]] == pytest.approx(per_seed, rel=1e-9)
+    assert result["group_summary"]["appearance_fd"]["mean"] == pytest.approx(np.mean(per_seed), rel=1e-9)
+    assert result["group_summary"]["appearance_fd"]["std"] == pytest.approx(np.std(per_seed, ddof=1), rel=1e-9)
+    assert result["metrics"]["appearance_fd"] == pytest.approx(motion_metrics(videos, reference)["appearance_fd"], rel=1e-9)
+    assert result["metrics"] == pooled["metrics"]  # the pooled values do not change with --groups
+    report = (tmp_path / "grouped.md").read_text()
+    assert "scored as one pooled set and as 3 groups (videos 0-1, videos 2-3, videos 4-5)" in report
+    assert "| metric | pooled | 3 groups: mean ± std | reference | better | meaning |" in report
+
+
+def test_groups_by_file_and_groups_that_do_not_divide(tmp_path, capsys, rng):
+    folder = tmp_path / "seeds"
+    folder.mkdir()
+    for seed in range(2):
+        np.save(folder / f"seed{seed}.npy", rng.random((3, 3, 3, 8, 8)).astype(np.float32))
+    out = tmp_path / "r.json"
+    assert main([str(folder), "--out", str(out), "--groups", "files"]) == 0
+    result = json.loads(out.read_text())
+    assert [(g["name"], g["num_videos"]) for g in result["groups"]] == [("seed0.npy", 3), ("seed1.npy", 3)]
+    capsys.readouterr()
+    out = tmp_path / "r4.json"
+    assert main([str(folder), "--out", str(out), "--groups", "4"]) == 2
+    assert capsys.readouterr().err == f"msm-eval: error: --groups 4 needs a number of generated videos divisible by 4, got 6 videos in {folder}\n"
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(folder), "--groups", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --groups: expected a positive number of groups or 'files', got '0'" in capsys.readouterr().err

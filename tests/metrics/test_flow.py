@@ -40,7 +40,7 @@ class TestOpticalFlow:
         np.testing.assert_allclose(stats["peak"], speed, atol=0.1)
         # Along the motion, constant velocity leaves only Farneback's smoothing halo around the
         # square: measured 0.02 (1 px/frame) and 0.09 (3 px/frame) of the mean flow magnitude.
-        # Differencing at fixed pixels gave 0.33 of it (issue 11).
+        # Differencing at fixed pixels gave 0.33 of it.
         assert np.all(stats["acceleration"] < 0.12 * stats["magnitude"].mean())
 
     def test_accelerating_square(self, moving_square):

@@ -186,8 +186,10 @@ class TestEvaluate:
         assert md_path == tmp_path / "out" / "results.md"
         loaded = json.loads(json_path.read_text())
         assert loaded["metrics"]["accel_mean"] is None  # NaN (F = 2) is written as null
+        assert loaded["report"] == "msm-eval"
         table = md_path.read_text()
-        assert table.startswith("| metric | generated | reference | better | meaning |\n|---|---|---|---|---|\n")
+        assert table.startswith("# msm-eval report\n")
+        assert "| metric | generated | reference | better | meaning |\n|---|---|---|---|---|\n" in table
         assert "| accel_mean | n/a | - | closer to reference |" in table
         assert "1 item(s) not scored:" in table and "`reference/bad.npy`: cannot read tensor file" in table
 

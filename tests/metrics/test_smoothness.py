@@ -12,7 +12,7 @@ class TestSmoothness:
     @pytest.mark.parametrize("speed", [1, 2, 3])
     def test_constant_velocity_scores_near_zero_whatever_the_speed(self, moving_square, speed):
         # Measured 4e-6 .. 1e-5: the flow inside the square is exact to ~0.01 px, the background
-        # is flat. The pixel version scored ~0.9 here (issue 11).
+        # is flat. The pixel version scored ~0.9 here.
         assert smoothness_error(moving_square([4 + speed * f for f in range(8)]))[0] < 1e-3
 
     def test_sub_pixel_drift_on_tiny_frames_is_a_known_limit(self, drifting_blobs, rng):

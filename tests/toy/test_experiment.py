@@ -152,7 +152,9 @@ def test_benchmark_arms_are_user_configs():
     config = benchmark_config()
     assert config.seeds == (0, 1, 2, 3, 4) and config.data == demo_base().data
     assert [a.losses for a in benchmark_arms()] == [
-        {}, *({"extra_losses": ["msm"], "msm": {"lam": lam}} for lam in (0.25, 0.5, 1.0))]
+        {}, *({"extra_losses": ["msm"], "msm": {"lam": lam}} for lam in (0.25, 0.5, 1.0)),
+        {"extra_losses": ["msm"], "msm": {"lam": 1.0, "pair_weights": "hybrid"}},
+        {"extra_losses": ["temporal_variance"], "temporal_variance": {"weight": 0.05, "threshold": 0.8}}]
 
 
 def test_the_default_regime_is_a_cell_of_the_map_named_in_the_docs():
@@ -182,7 +184,7 @@ def test_cli_options_reach_the_config():
     default = config_from_args(build_parser().parse_args([]))
     assert default.arms[1].losses == {"extra_losses": ["msm"], "msm": {}} and default.seeds == (0, 1, 2)
     bench = config_from_args(build_parser().parse_args(["--benchmark", "--seeds", "7"]))
-    assert bench.seeds == (7,) and len(bench.arms) == 4
+    assert bench.seeds == (7,) and len(bench.arms) == 6
 
 
 def _refused(capsys, argv, match, tmp_path):

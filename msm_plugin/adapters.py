@@ -47,16 +47,18 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
-from msm_plugin.config import build_extra_losses
+from msm_plugin.config import EXTRA_LOSSES_KEY, unused_setting
+from msm_plugin.context import ExtraLoss
 from msm_plugin.hosts import Host, detect_host, get_host
+from msm_plugin.registry import available_losses, get_loss
 from msm_plugin.hosts.dmd_chain import is_wrapped, wrap_dmd
-from msm_plugin.registry import ExtraLoss
 
 __all__ = [
     "active_losses",
     "apply_extra_losses",
+    "check_extra_losses",
     "find_dmd",
     "is_wrapped",
     "pop_extra_logs",
@@ -85,13 +87,29 @@ def find_dmd(trainer: Any, *, host: HostArg = None) -> Tuple[Any, Any]:
     return target, config
 
 
+def _check_keywords(options: Dict[str, Any]) -> None:
+    """Refuse a keyword that names a loss, a list of losses or another loss's option: wrap_trainer
+    takes MSM's options only (the rest comes from the config), and would otherwise report it as
+    an unknown MSM option with no hint of what was meant."""
+    own = get_loss("msm").options_class.option_names()
+    for key in options:
+        guess = None if key in own else (key if key == EXTRA_LOSSES_KEY or key in available_losses() else unused_setting(key))
+        if guess is not None:
+            raise ValueError(
+                f"wrap_trainer keyword `{key}` is not used: it takes MSM's options as keywords "
+                f"(wrap_trainer(trainer, lam=0.5, order=2)); other losses and their options come from the config (`{guess}`)"
+            )
+
+
 def wrap_trainer(trainer: Any, lam: Optional[float] = None, *, host: HostArg = None, **options: Any) -> Any:
     """Add MSM (``+ lam * msm_loss``, paper eq. 12) to the trainer's DMD generator loss, in place.
 
     Options not given are read from the config's ``msm:`` section (CausVid/Self-Forcing
     ``trainer.config``, a DMD object's ``.args``, a FastVideo method's ``method_config``, the
     keyword arguments an msm-plugin FastGen model was built with); other losses listed in the config's
-    ``extra_losses`` are added too. Wrapping again warns and replaces (never stacks).
+    ``extra_losses`` are added too. Wrapping again replaces (never stacks), with a warning that
+    lists what changed; the schedules continue. Given a trainer, the schedules follow its step
+    (:meth:`~msm_plugin.hosts.Host.step_source`).
 
     Args:
         trainer: a trainer or DMD object of a known host (:func:`msm_plugin.hosts.available_hosts`).
@@ -99,17 +117,19 @@ def wrap_trainer(trainer: Any, lam: Optional[float] = None, *, host: HostArg = N
         host: force a host by name instead of detecting it.
         **options: other MSM options (fields of :class:`~msm_plugin.losses.msm.MSMConfig`:
             ``normalization``, ``order``, ``timestep_policy``, ``per_pair_logs``, ``feature``,
-            ``warmup_steps``, ``ramp_steps``, ``start_step``, ``t_min``, ``t_max``, ``smoothing``).
+            ``warmup_steps``, ``ramp_steps``, ``start_step``, ``t_min``, ``t_max``, ``smoothing``,
+            ``pair_weights``, ``pair_weights_mix``, ``pair_weights_base``).
 
     Returns:
         ``trainer`` itself.
     """
+    _check_keywords(options)
     h, target, config = _resolve(trainer, host)
     msm_options = dict(options)
     if lam is not None:
         msm_options["lam"] = lam
-    losses = build_extra_losses(config, overrides={"msm": msm_options}, host=h)
-    h.install(target, losses)
+    losses = h.build_losses(config, overrides={"msm": msm_options})
+    h.attach(trainer, losses)
     return trainer
 
 
@@ -119,10 +139,28 @@ def apply_extra_losses(trainer: Any, *, host: HostArg = None) -> Any:
     This is what ``msm-train`` and the upstream patches call: behaviour comes from the config only.
     """
     h, target, config = _resolve(trainer, host)
-    losses = build_extra_losses(config, host=h)
+    losses = h.build_losses(config)
     if losses:
-        h.install(target, losses)
+        h.attach(trainer, losses)
     return trainer
+
+
+def check_extra_losses(config: Any, *, host: Union[str, Host]) -> List[ExtraLoss]:
+    """Validate ``config``'s extra losses as ``host`` reads it and build them; raise on any error.
+
+    What a training script calls first thing, before any model is built or file written (the
+    shipped patches do): the same checks :func:`apply_extra_losses` makes later, once the trainer
+    exists, including the host's own keys (e.g. a causal teacher under MSM's strict policy).
+
+    Example:
+        >>> [loss.name for loss in check_extra_losses({"extra_losses": ["msm"]}, host="causvid")]
+        ['msm']
+        >>> check_extra_losses({"extra_losses": ["msm"], "real_task_type": "causal_video"}, host="causvid")
+        Traceback (most recent call last):
+        ...
+        ValueError: real_task_type is causal_video (one teacher timestep per block), but MSM's timestep_policy is 'strict', which requires one timestep shared by all frames (paper sec. 6.2). Use a bidirectional teacher (real_task_type: bidirectional_video, as CausVid stage 3 does) or set `msm: {timestep_policy: pairs}` to count only frame pairs that share a timestep
+    """
+    return get_host(host).build_losses(config)
 
 
 def unwrap_trainer(trainer: Any, *, host: HostArg = None) -> Any:
