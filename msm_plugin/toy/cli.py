@@ -6,9 +6,9 @@ residuals. Every arm runs the same seeds, prompts and steps, and the report firs
 the DMD student learnt the data at all.
 
 examples:
-  msm-demo                  default: the regime worst for DMD, DMD vs DMD+MSM, 3 seeds (about 9 min CPU)
+  msm-demo                  default: the regime worst for DMD, DMD vs DMD+MSM, 3 seeds (about 10 min CPU)
   msm-demo --quick          smoke run (under 1 min), not evidence; writes msm-demo-quick-out
-  msm-demo --regimes        where does DMD lose motion? DMD only, 14 regimes x 3 seeds (about 50 min CPU)
+  msm-demo --regimes        where does DMD lose motion? DMD only, 10 regimes x 3 seeds (about 45 min CPU)
   msm-demo --benchmark      every motion loss against DMD in that regime, 5 seeds (about 50 min CPU)
   msm-demo --lam 0.25 --out my-run
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="msm-demo", description=__doc__, formatter_class=_Formatter)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="2 seeds x 10 generator steps: a smoke run, not evidence")
-    mode.add_argument("--regimes", action="store_true", help="the regime map: plain DMD in 14 regimes, 3 seeds each")
+    mode.add_argument("--regimes", action="store_true", help="the regime map: plain DMD in 10 regimes, 3 seeds each")
     mode.add_argument("--benchmark", action="store_true",
                       help="DMD against DMD+MSM at lam 0.25, 0.5, 1, MSM with per-pair weights and the temporal "
                            "variance regulariser, in the worst regime for DMD, 5 seeds")

@@ -7,7 +7,8 @@ Layout under the output folder::
     results.md                   first line: does the DMD student pass its checks; then the checks,
                                  the paired verdicts of every arm against DMD, ground-truth motion,
                                  temporal roughness, appearance, training curves, per seed, setup
-    videos/seed<S>.gif|.mp4      labelled grid: data | teacher | one column per arm, four conditions
+    videos/seed<S>.gif|.mp4      labelled grid: data | teacher | one column per arm; four conditions,
+                                 each above its background-removed view (the blob, enlarged)
     tensors/<arm>.pt             every arm's evaluation samples in [0, 1], [S*N, F, C, H, W] float32
                                  (lossless; ``msm-eval tensors/dmd+msm.pt --reference tensors/data.pt``)
     plots/motion_over_training.png   velocity error, speed, frozen share, blob strength per checkpoint
@@ -354,20 +355,38 @@ def labelled_grid(columns: list, titles: list, row_titles: list) -> np.ndarray:
     return out
 
 
+def _with_blob_view(videos: torch.Tensor, tracker, gain: float) -> torch.Tensor:
+    """``[2R, F, C, H, W]``: each video followed by its background-removed view, ``gain`` x brighter."""
+    view = tracker.remove_background(videos) * gain
+    return rearrange(torch.stack([videos, view], dim=1), "r k f c h w -> (r k) f c h w")
+
+
 def _write_videos(result: dict, out: Path) -> list:
     import imageio.v2 as imageio
+
+    from msm_plugin.toy.data import DISPLAY_RANGE, ToyDataConfig
+    from msm_plugin.toy.tracking import BlobTracker
 
     videos = result["videos"]
     conditions = result["conditions"]
     rows = [c for c in _GRID_CONDITIONS if c < len(conditions)] or list(range(len(conditions)))
     arms = [a["name"] for a in result["config"]["arms"]]
+    data = ToyDataConfig(**result["config"]["data"])
+    tracker = BlobTracker(data)
+    # A faint blob on a contrasted background is hard to see; under each row the same videos with
+    # the background removed (what the tracker sees), one gain for every column: the data's
+    # brightest blob pixels reach 80% of the display range.
+    peak = float(tracker.remove_background(videos["data"][rows]).abs().flatten().quantile(0.999))
+    gain = 0.8 * DISPLAY_RANGE / peak if peak > 0 else 1.0
+    row_titles = [title for c in rows for title in (conditions[c], "- background")]
     written = []
     seeds = sorted({int(key.split("/seed")[1]) for key in videos if "/seed" in key})
     folder = out / "videos"
     for seed in seeds[: result["config"].get("video_seeds", 1) or 1]:
         columns = [videos["data"][rows], videos["teacher"][rows]] + [videos[f"{arm}/seed{seed}"][rows] for arm in arms]
+        columns = [_with_blob_view(c, tracker, gain) for c in columns]
         titles = ["data", "teacher"] + [{"dmd": "DMD", "dmd+msm": "DMD+MSM"}.get(a, a) for a in arms]
-        movie = labelled_grid(columns, titles, [conditions[c] for c in rows])
+        movie = labelled_grid(columns, titles, row_titles)
         folder.mkdir(parents=True, exist_ok=True)
         gif = folder / f"seed{seed}.gif"
         imageio.mimsave(gif, list(movie), duration=0.3, loop=0)
@@ -456,13 +475,16 @@ def _plot_motion(result: dict, out: Path) -> Path:
 def _plot_spectrum(result: dict, out: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    bins = np.arange(len(result["data"]["remainder_spectrum"]))
-    floor = 1e-12  # the data's remainder is 0 up to the tracker's precision
+    # Bin 0 (the temporal mean) is removed by construction; the data's remainder is 0 up to the
+    # tracker's precision, hence the floor.
+    bins = np.arange(1, len(result["data"]["remainder_spectrum"]))
+    floor = 1e-12
     for name, style in (("data", "k--"), ("teacher", "k:")):
-        ax.semilogy(bins, np.maximum(result[name]["remainder_spectrum"], floor), style, label=name)
+        ax.semilogy(bins, np.maximum(result[name]["remainder_spectrum"][1:], floor), style, label=name)
     for arm in result["summary"]:
-        spectra = np.array([run["remainder_spectrum"] for run in result["runs"] if run["arm"] == arm])
+        spectra = np.array([run["remainder_spectrum"][1:] for run in result["runs"] if run["arm"] == arm])
         ax.semilogy(bins, np.maximum(spectra.mean(axis=0), floor), marker="o", label=arm)
+    ax.set_xticks(bins)
     frames = result["config"]["data"]["num_frames"]
     ax.set_xlabel(f"temporal frequency bin k (period {frames}/k frames)")
     ax.set_ylabel("power of the blob-free remainder")

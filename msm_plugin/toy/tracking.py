@@ -103,6 +103,15 @@ class BlobTracker:
                 f"expected toy videos [N, F >= 2, {cfg.channels}, {cfg.size}, {cfg.size}] (model space), got {got}"
             )
 
+    def remove_background(self, videos: torch.Tensor) -> torch.Tensor:
+        """``P x``: every frame and channel minus its part in the background span, ``[N, F, C, H, W]``.
+
+        What the tracker sees: on data, the blob (less its smooth, background-like part) and nothing else.
+        """
+        self._check(videos)
+        flat = rearrange(videos.double(), "n f c h w -> n f c (h w)")
+        return self._project(flat).reshape(videos.shape).to(videos.dtype)
+
     def positions(self, videos: torch.Tensor) -> torch.Tensor:
         """The blob's position ``(row, col)`` in every frame, ``[N, F, 2]`` (float64).
 

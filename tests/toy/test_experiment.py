@@ -45,8 +45,9 @@ def test_quick_run_writes_valid_files(quick_run):
     frames, size = result["config"]["data"]["num_frames"], result["config"]["data"]["size"]
     for suffix in ("gif", "mp4"):
         movie = iio.imread(out / "videos" / f"seed{seeds[0]}.{suffix}")
-        # 4 conditions x 6x upscale plus an 18-px title band; columns data | teacher | DMD | DMD+MSM.
-        assert movie.shape == (frames, 4 * size * 6 + 18, 4 * size * 6, 3), suffix
+        # 4 conditions, each over its background-removed view, x 6 upscale plus an 18-px title band;
+        # columns data | teacher | DMD | DMD+MSM.
+        assert movie.shape == (frames, 8 * size * 6 + 18, 4 * size * 6, 3), suffix
         assert movie[:, :18].min() < 100  # titles are written in the header band
     for name in ("data", "teacher", ARM_DMD, ARM_MSM):
         videos = read_tensor_file(out / "tensors" / f"{name}.pt")  # what msm-eval reads

@@ -67,6 +67,15 @@ def test_hand_made_tracks(tracker):
     torch.testing.assert_close(v.float(), torch.tensor([0.3, -0.7]), atol=0.01, rtol=0)
 
 
+def test_removing_the_background_leaves_the_blob(tracker):
+    video = _blob_video([(7.0, 4.0 + f) for f in range(8)])
+    no_blob = _blob_video([(7.0, 4.0 + f) for f in range(8)], colour=(0.0, 0.0, 0.0))
+    torch.testing.assert_close(tracker.remove_background(no_blob), torch.zeros_like(no_blob), atol=1e-5, rtol=0)
+    view = tracker.remove_background(video)  # linear: the view of the blob alone
+    torch.testing.assert_close(view, tracker.remove_background(video - no_blob), atol=1e-5, rtol=0)
+    assert float(view[0, 0, 0].abs().flatten().argmax()) == 7 * 16 + 4  # peaks at the blob's centre
+
+
 def test_a_blob_crossing_the_edge_keeps_its_velocity(tracker):
     # Right at 1 px/frame from column 12.4: columns 12.4 .. 19.4, i.e. 3.4 after the seam.
     m = motion_truth_metrics(_blob_video([(5.0, 12.4 + f) for f in range(8)]), torch.tensor([1]), CFG, tracker)
