@@ -505,6 +505,11 @@ def write_report(result: dict, out, kind: str = "default") -> dict:
     json_path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     md_path = out / "results.md"
     md_path.write_text(markdown_report(result))
-    plots = [_plot_training(result, out), _plot_motion(result, out), _plot_spectrum(result, out)]
     return {"tables": [json_path, md_path], "videos": _write_videos(result, out), "tensors": _write_tensors(result, out),
-            "plots": plots}
+            "plots": write_plots(result, out)}
+
+
+def write_plots(result: dict, out) -> list:
+    """The three plots of ``out/plots/``, from a run's result alone (a ``results.json`` read back works)."""
+    out = Path(out)
+    return [_plot_training(result, out), _plot_motion(result, out), _plot_spectrum(result, out)]
