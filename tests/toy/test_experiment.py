@@ -186,6 +186,11 @@ def test_cli_options_reach_the_config():
     assert default.arms[1].losses == {"extra_losses": ["msm"], "msm": {}} and default.seeds == (0, 1, 2)
     bench = config_from_args(build_parser().parse_args(["--benchmark", "--seeds", "7"]))
     assert bench.seeds == (7,) and len(bench.arms) == 6
+    # The map's cells change one thing each from the base regime; the other modes run in the worst.
+    assert config_from_args(build_parser().parse_args(["--regimes"])).data == ExperimentConfig().data
+    worst = next(r for r in REGIMES if r.name == WORST_REGIME)
+    for cfg in (default, bench):
+        assert {k: getattr(cfg.data, k) for k in worst.data} == worst.data
 
 
 def _refused(capsys, argv, match, tmp_path):
