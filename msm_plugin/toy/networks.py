@@ -156,6 +156,13 @@ class _MLP(nn.Module):
         return self.output(nn.functional.silu(self.hidden(h))).reshape(noisy.shape)
 
 
+def _grid_inputs(noisy: torch.Tensor, base=None) -> torch.Tensor:
+    """``[B, C', F, H, W]``: the noisy video, the teacher's x0 when given, and the coordinate channels."""
+    x = rearrange(noisy, "b f c h w -> b c f h w")
+    parts = [x] if base is None else [x, rearrange(base, "b f c h w -> b c f h w")]
+    return torch.cat(parts + [coordinate_channels(x.shape[0], *x.shape[2:]).to(x)], dim=1)
+
+
 class _Conv(nn.Module):
     def __init__(self, channels: int, config: ResidualConfig):
         super().__init__()
@@ -169,12 +176,7 @@ class _Conv(nn.Module):
         nn.init.zeros_(self.output.bias)
 
     def forward(self, noisy, timestep, text, base):
-        x = rearrange(noisy, "b f c h w -> b c f h w")
-        parts = [x]
-        if self.reads_base:
-            parts.append(rearrange(base, "b f c h w -> b c f h w"))
-        parts.append(coordinate_channels(x.shape[0], *x.shape[2:]).to(x))
-        h = self.input(torch.cat(parts, dim=1))
+        h = self.input(_grid_inputs(noisy, base if self.reads_base else None))
         h = h + self.condition(torch.cat([text, timestep_features(timestep)], dim=1))[:, :, None, None, None]
         for layer in self.hidden:
             h = layer(nn.functional.silu(h))
@@ -193,12 +195,8 @@ class _Wan(nn.Module):
         nn.init.zeros_(self.model.proj_out.bias)
 
     def forward(self, noisy, timestep, text, base):
-        x = rearrange(noisy, "b f c h w -> b c f h w")
-        parts = [x]
-        if self.reads_base:
-            parts.append(rearrange(base, "b f c h w -> b c f h w"))
-        parts.append(coordinate_channels(x.shape[0], *x.shape[2:]).to(x))
-        out = self.model(hidden_states=torch.cat(parts, dim=1), timestep=timestep.to(x.dtype),
+        x = _grid_inputs(noisy, base if self.reads_base else None)
+        out = self.model(hidden_states=x, timestep=timestep.to(x.dtype),
                          encoder_hidden_states=text[:, None, :].to(x.dtype), return_dict=False)[0]
         return rearrange(out, "b c f h w -> b f c h w")
 
