@@ -177,3 +177,92 @@ def test_the_readmes_regime_table_is_the_recorded_map(regimes):
         cells += [f"{points[s]['speed_ratio']['mean']:.2f}, {points[s]['frozen_share']['mean']:.2f}" for s in (100, 200, 300)]
         cells += [f"{cell['checkpoints'][-1]['passed_seeds']}/{len(regimes['config']['seeds'])}"]
         assert _row(README, label) == "| " + " | ".join([label, *cells]) + " |"
+
+
+# docs/demo.md's own tables: every number agrees with the recorded runs to the digits it shows.
+DEMO_PAGE = (ROOT / "docs" / "demo.md").read_text()
+_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _shows(text: str, value: float) -> bool:
+    """``text`` (one printed number) is ``value`` rounded to the digits ``text`` shows."""
+    mantissa, _, exponent = text.replace(",", "").partition("e")
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    unit = 10.0 ** (-decimals + (int(exponent) if exponent else 0))
+    return abs(float(text.replace(",", "")) - value) <= 0.5 * unit * (1 + 1e-9)
+
+
+def _page_table(header_start: str):
+    """The rows (lists of cells) of the one table of docs/demo.md whose header starts with ``header_start``."""
+    lines = DEMO_PAGE.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(f"| {header_start}")]
+    assert len(starts) == 1, header_start
+    rows = []
+    for line in lines[starts[0] + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def _numbers(cell: str) -> list:
+    return _NUMBER.findall(cell)
+
+
+def _assert_shows(cell: str, values: list, where):
+    shown = _numbers(cell)
+    assert len(shown) == len(values) and all(_shows(t, v) for t, v in zip(shown, values)), (where, cell, values)
+
+
+_STAT = ("mean", "min", "max")
+_MAP_KEYS = ("relative_velocity_error", "speed_ratio", "frozen_share", "blob_strength")
+
+
+def test_demo_page_regime_map_tables(regimes):
+    rows = _page_table("regime | appearance / motion")
+    assert len(rows) == len(regimes["cells"])
+    for row, cell in zip(rows, regimes["cells"]):
+        assert row[0].strip("*").startswith(cell["regime"]["name"].split(":")[0]), (row[0], cell["regime"]["name"])
+        end = cell["checkpoints"][-1]
+        _assert_shows(row[1], [cell["appearance_over_motion"]], row[0])
+        for text, key in zip(row[2:6], _MAP_KEYS):
+            _assert_shows(text, [end[key][s] for s in _STAT], (row[0], key))
+        assert row[6].startswith(f"{end['passed_seeds']}/3")
+    cells = {c["regime"]["name"]: c for c in regimes["cells"]}
+    for row in _page_table("regime | step 50"):
+        cell = cells[row[0]] if row[0] in cells else next(c for n, c in cells.items() if n.startswith(row[0]))
+        for text, point in zip(row[1:], cell["checkpoints"]):
+            _assert_shows(text, [point[k]["mean"] for k in _MAP_KEYS[:3]], (row[0], point["step"]))
+
+
+_BENCH_COLUMNS = (("truth", "relative_velocity_error"), ("truth", "speed_ratio"), ("truth", "frozen_share"),
+                  ("truth", "blob_strength"), ("metrics", "nearest_frame_rms"), ("truth", "flicker"),
+                  ("truth", "flicker_hf_power"), ("metrics", "smoothness_error"), ("metrics", "appearance_fd"))
+_DIFF_KEYS = ("relative_velocity_error", "speed_ratio", "frozen_share", "direction_accuracy", "blob_strength",
+              "nearest_frame_rms", "flicker", "flicker_hf_power", "smoothness_error", "appearance_fd")
+
+
+def test_demo_page_benchmark_tables(benchmark):
+    rows = _page_table("arm | velocity error / true speed")
+    assert [r[0] for r in rows] == ["data", *benchmark["summary"]]
+    for text, (part, key) in zip(rows[0][1:], _BENCH_COLUMNS):
+        _assert_shows(text, [benchmark["data"][part][key]], ("data", key))
+    for row in rows[1:]:
+        summary = benchmark["summary"][row[0]]
+        for text, (part, key) in zip(row[1:], _BENCH_COLUMNS):
+            _assert_shows(text, [summary[part][key]["mean"], summary[part][key]["std"]], (row[0], key))
+    rows = _page_table("arm − DMD | velocity error")
+    assert [r[0] for r in rows] == list(benchmark["comparisons"])
+    for row in rows:
+        for text, key in zip(row[1:], _DIFF_KEYS):
+            verdict = benchmark["comparisons"][row[0]][key]
+            _assert_shows(text, [verdict["mean"]], (row[0], key))
+            assert text.split()[-1].strip("*") == _word(verdict["verdict"]), (row[0], key, text)
+    rows = _page_table("arm − DMD | step 50")
+    assert rows[0][0] == "DMD itself"
+    _assert_shows(" ".join(rows[0][1:]), [p["truth"]["relative_velocity_error"]["mean"]
+                                          for p in benchmark["summary"]["dmd"]["curve"]], "DMD")
+    for row in rows[1:]:
+        for text, point in zip(row[1:], benchmark["comparisons"][row[0]]["over_training"]):
+            _assert_shows(text, [point["relative_velocity_error"]["mean"]], (row[0], point["step"]))
+            assert text.split()[-1] == _word(point["relative_velocity_error"]["verdict"]), (row[0], point["step"])
